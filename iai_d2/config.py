@@ -1,0 +1,95 @@
+"""Config keys added by iai_d2 to Detectron2's default config.
+
+Usage::
+
+    cfg = get_cfg()
+    add_iai_config(cfg)
+    cfg.merge_from_file("configs/synthetic/iai_tiny.yaml")
+"""
+from detectron2.config import CfgNode as CN
+
+
+def add_iai_config(cfg):
+    """Add every iai_d2 key (with its default) to a Detectron2 config, in place."""
+    _C = cfg
+
+    # ---------------------------------------------------------------- model
+    _C.MODEL.IAI = CN()
+    # N: number of ID channels. Slots 0..N-2 hold tracked instances, N-1 means "new instance",
+    # N is background. The ID bank sees N+1 channels, the ROI ID predictor outputs N+1 logits.
+    _C.MODEL.IAI.NUM_IDS = 20
+    # ID classification loss: "softmax" (cross-entropy over N+1, matches Mask R-CNN's classifier)
+    # or "focal" (sigmoid focal over N channels, background = all-zero target; paper Tab. 7).
+    _C.MODEL.IAI.ID_LOSS = "softmax"
+    _C.MODEL.IAI.ID_LOSS_WEIGHT = 1.0
+    _C.MODEL.IAI.ID_FOCAL_ALPHA = 0.25
+    _C.MODEL.IAI.ID_FOCAL_GAMMA = 2.0
+    # What happens to a new instance when all N-1 memory slots are taken:
+    # "recycle" reuses the slot of the track unseen for the longest time (at least RECYCLE_AFTER
+    # frames); the track keeps its output identity. "discard" drops it (paper behaviour).
+    _C.MODEL.IAI.ON_FULL = "recycle"
+    _C.MODEL.IAI.RECYCLE_AFTER = 30
+
+    # Hybrid Association Block, applied to res5 before the FPN.
+    _C.MODEL.IAI.ASSOCIATION = CN()
+    _C.MODEL.IAI.ASSOCIATION.IN_FEATURE = "res5"
+    # HAB width C. The encoder projection and the HAB output have C channels each; the
+    # classification projector fills the rest of res5's channels (R50: 2048 - 2 * 256 = 1536).
+    _C.MODEL.IAI.ASSOCIATION.DIM = 256
+    _C.MODEL.IAI.ASSOCIATION.SELF_HEADS = 4  # heads of the spatial self-attention
+    _C.MODEL.IAI.ASSOCIATION.ATT_HEADS = 2  # heads of the global / local memory attention
+    _C.MODEL.IAI.ASSOCIATION.FFN_DIM = 1024
+    _C.MODEL.IAI.ASSOCIATION.WINDOW = 15  # local attention window (odd), on the stride-32 grid
+    _C.MODEL.IAI.ASSOCIATION.DROP_PATH = 0.1
+    # Ablation switches (paper Tab. 5): local memory, global memory, classification projector.
+    # With CLS_PROJECTOR off the projector's channels are filled with zeros, so the FPN input
+    # keeps its shape and pretrained FPN weights still load.
+    _C.MODEL.IAI.ASSOCIATION.LOCAL = True
+    _C.MODEL.IAI.ASSOCIATION.GLOBAL = True
+    _C.MODEL.IAI.ASSOCIATION.CLS_PROJECTOR = True
+
+    # Association memory of one video (or one training clip).
+    _C.MODEL.IAI.MEMORY = CN()
+    # A frame enters the global memory when this many frames passed since the last insertion,
+    # or when it allocated a new ID (at test time; see NEW_ID_TRIGGER_IN_TRAINING).
+    _C.MODEL.IAI.MEMORY.GLOBAL_INTERVAL = 3
+    # Bound on the global memory, in frames: the first frame is pinned, the newest
+    # MAX_GLOBAL - 1 others are kept. Peak memory is then independent of video length.
+    _C.MODEL.IAI.MEMORY.MAX_GLOBAL = 8
+    # The released code never fires the "new instance" trigger in training (spec quirk Q1).
+    _C.MODEL.IAI.MEMORY.NEW_ID_TRIGGER_IN_TRAINING = False
+
+    # Per-frame post-processing at inference.
+    _C.MODEL.IAI.INFERENCE = CN()
+    _C.MODEL.IAI.INFERENCE.CLS_SCORE_THRESH = 0.05  # on the max foreground class probability
+    _C.MODEL.IAI.INFERENCE.ID_SCORE_THRESH = 0.05  # on the max probability over the N ID entries
+    # Ranking score for class-agnostic NMS: w_cls * s_cls + w_id * s_id, (w_cls, w_id) per frame.
+    _C.MODEL.IAI.INFERENCE.FIRST_FRAME_WEIGHTS = (1.0, 0.5)
+    _C.MODEL.IAI.INFERENCE.LATER_FRAME_WEIGHTS = (0.5, 1.0)
+    _C.MODEL.IAI.INFERENCE.NMS_THRESH = 0.5
+    _C.MODEL.IAI.INFERENCE.MAX_PER_FRAME = 10
+    # A detection is dropped when less than this fraction of its mask survives de-overlapping.
+    _C.MODEL.IAI.INFERENCE.MIN_MASK_KEEP = 0.1
+    _C.MODEL.IAI.INFERENCE.MASK_THRESH = 0.5
+    # Video-level output: top-k (track, class) pairs whose mean score exceeds the threshold.
+    _C.MODEL.IAI.INFERENCE.VIDEO_TOPK = 10
+    _C.MODEL.IAI.INFERENCE.VIDEO_SCORE_THRESH = 0.05
+
+    # ---------------------------------------------------------------- input
+    # Frames per training clip (T) and the largest gap between consecutive sampled frames.
+    _C.INPUT.SAMPLING_FRAME_NUM = 5
+    _C.INPUT.SAMPLING_FRAME_RANGE = 3
+    # Shuffle the sampled frames instead of keeping temporal order (off: IAI trains in order).
+    _C.INPUT.SAMPLING_FRAME_SHUFFLE = False
+    # One flip / scale draw for the whole clip (True) or an independent draw per frame
+    # (False; the released code's behaviour, spec quirk Q6).
+    _C.INPUT.AUGMENT_BY_CLIP = True
+
+    # ---------------------------------------------------------------- solver
+    _C.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW" or "SGD"
+    # Learning-rate multiplier for backbone.bottom_up (the pretrained ResNet).
+    _C.SOLVER.BACKBONE_MULTIPLIER = 0.1
+
+    # ---------------------------------------------------------------- test
+    # Show a per-frame progress bar during video inference.
+    _C.TEST.PROGRESS_BAR = True
