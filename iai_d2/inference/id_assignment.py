@@ -1,0 +1,197 @@
+"""Per-frame identity assignment at inference: mask de-overlapping, Hungarian unique IDs,
+new-ID allocation and memory-slot recycling.
+
+ID index space (N = num_ids): columns 0..N-2 are memory slots, N-1 "new instance", N background.
+Memory slots (what the association memory sees) are distinct from track ids (the stable
+output identities, 0, 1, 2, ... per video, never reused).
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Tuple
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+
+__all__ = ["remove_overlaps", "IDAssignment", "IDAssigner"]
+
+_ON_FULL = ("recycle", "discard")
+
+
+def remove_overlaps(masks: torch.Tensor, min_keep: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    Make masks disjoint, better detections first.
+
+    Visiting the masks in the given order (score descending), each mask keeps only the pixels
+    not claimed by an earlier kept mask. A mask is dropped when it is empty or when less than
+    ``min_keep`` of its own area survives; dropped masks claim no pixels.
+
+    Args:
+        masks: BoolTensor (K, H, W), sorted by score descending.
+        min_keep: fraction in [0, 1] of a mask's area that must survive.
+
+    Returns:
+        keep: LongTensor (K',) indices of the kept masks, increasing.
+        masks: BoolTensor (K', H, W), the de-overlapped kept masks.
+    """
+    if masks.dim() != 3 or masks.dtype != torch.bool:
+        raise ValueError(
+            "remove_overlaps expects a BoolTensor (K, H, W), "
+            f"got {masks.dtype} {tuple(masks.shape)}"
+        )
+    claimed = torch.zeros(masks.shape[1:], dtype=torch.bool, device=masks.device)
+    keep, kept_masks = [], []
+    for k, mask in enumerate(masks):
+        area = mask.sum().item()
+        own = mask & ~claimed
+        if area == 0 or own.sum().item() < min_keep * area:
+            continue
+        claimed |= own
+        keep.append(k)
+        kept_masks.append(own)
+    keep = torch.as_tensor(keep, dtype=torch.long, device=masks.device)
+    if not kept_masks:
+        return keep, masks.new_zeros((0,) + tuple(masks.shape[1:]))
+    return keep, torch.stack(kept_masks)
+
+
+@dataclass
+class IDAssignment:
+    """
+    Result of :meth:`IDAssigner.assign` for one frame, one entry per detection.
+
+    Attributes:
+        slots: memory slot in 0..N-2, or -1 if the detection was discarded.
+        track_ids: output identity, or -1 if the detection was discarded.
+        new_ids: whether a new track was started in this frame.
+    """
+
+    slots: List[int]
+    track_ids: List[int]
+    new_ids: bool
+
+
+class IDAssigner:
+    """
+    Online identity bookkeeping of one video.
+
+    First frame: every detection starts a track. Later frames: Hungarian matching on
+    ``-[P_id | K-1 copies of the "new" column]`` gives each detection a distinct column; a column
+    that is a slot of a live track re-identifies that track, any other column (the "new" column
+    or its copies, the background column, an unallocated slot) starts a new track. A new track
+    takes the lowest free slot; when none is free, ``on_full="recycle"`` takes the slot of the
+    live track unseen for the longest time, provided it missed at least ``recycle_after``
+    consecutive frames (that track is retired), otherwise (or with ``on_full="discard"``) the
+    detection is discarded.
+    """
+
+    def __init__(self, num_ids: int, on_full: str = "recycle", recycle_after: int = 30):
+        """
+        Args:
+            num_ids: N; slots 0..N-2 are available to tracks.
+            on_full: "recycle" or "discard", see the class docstring.
+            recycle_after: frames a track must have missed in a row before its slot can be
+                reused (seen at frame 3, recycle_after=2: recyclable from frame 6 on).
+        """
+        if num_ids < 2:
+            raise ValueError(f"IDAssigner: num_ids must be >= 2 (one slot + 'new'), got {num_ids}")
+        if on_full not in _ON_FULL:
+            raise ValueError(f"IDAssigner: on_full must be one of {_ON_FULL}, got {on_full!r}")
+        if recycle_after < 0:
+            raise ValueError(f"IDAssigner: recycle_after must be >= 0, got {recycle_after}")
+        self.num_ids = num_ids
+        self.on_full = on_full
+        self.recycle_after = recycle_after
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track; the next track id is 0."""
+        self._slot_track: Dict[int, int] = {}  # live slot -> track id
+        self._slot_last_seen: Dict[int, int] = {}  # live slot -> last frame it was detected
+        self._next_track_id = 0
+        self._last_frame = None
+
+    @property
+    def num_tracks(self) -> int:
+        """Number of tracks started since the last reset."""
+        return self._next_track_id
+
+    def assign(self, id_probs: torch.Tensor, frame_idx: int, first_frame: bool) -> IDAssignment:
+        """
+        Args:
+            id_probs: (K, N+1) ID probabilities of the frame's detections, in ranking order
+                (new tracks are allocated in this order).
+            frame_idx: index of the frame in the video; must increase between calls.
+            first_frame: True on the first frame of a video; implies :meth:`reset`.
+
+        Returns:
+            IDAssignment with K entries.
+        """
+        if id_probs.dim() != 2 or id_probs.shape[1] != self.num_ids + 1:
+            raise ValueError(
+                f"IDAssigner: id_probs must have shape (K, {self.num_ids + 1}), "
+                f"got {tuple(id_probs.shape)} at frame {frame_idx}"
+            )
+        if first_frame:
+            self.reset()
+        elif self._last_frame is not None and frame_idx <= self._last_frame:
+            raise ValueError(
+                f"IDAssigner: frame {frame_idx} comes after frame {self._last_frame}; "
+                "frames must be assigned in increasing order"
+            )
+        self._last_frame = frame_idx
+
+        num_dets = id_probs.shape[0]
+        if first_frame or num_dets == 0:
+            columns = [self.num_ids - 1] * num_dets
+        else:
+            columns = self._hungarian(id_probs.detach().float().cpu().numpy())
+
+        reidentified = [col in self._slot_track for col in columns]
+        slots, track_ids = [-1] * num_dets, [-1] * num_dets
+        # Re-identifications first, so that recycling never takes a slot matched in this frame.
+        for det, col in enumerate(columns):
+            if reidentified[det]:
+                slots[det], track_ids[det] = col, self._slot_track[col]
+                self._slot_last_seen[col] = frame_idx
+        new_ids = False
+        for det in range(num_dets):
+            if reidentified[det]:
+                continue
+            slot = self._free_slot(frame_idx)
+            if slot < 0:
+                continue
+            slots[det], track_ids[det] = slot, self._next_track_id
+            self._slot_track[slot] = self._next_track_id
+            self._slot_last_seen[slot] = frame_idx
+            self._next_track_id += 1
+            new_ids = True
+        return IDAssignment(slots=slots, track_ids=track_ids, new_ids=new_ids)
+
+    def _hungarian(self, probs: np.ndarray) -> List[int]:
+        """
+        Args:
+            probs: (K, N+1) ID probabilities.
+
+        Returns:
+            K distinct columns of ``[probs | K-1 copies of column N-1]`` maximising the total
+            probability.
+        """
+        num_dets = probs.shape[0]
+        new_col = probs[:, self.num_ids - 1 : self.num_ids]
+        scores = np.concatenate([probs, np.repeat(new_col, num_dets - 1, axis=1)], axis=1)
+        rows, cols = linear_sum_assignment(-scores)
+        columns = [0] * num_dets
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            columns[r] = c
+        return columns
+
+    def _free_slot(self, frame_idx: int) -> int:
+        """Lowest unallocated slot, else a recyclable one (see class docstring), else -1."""
+        for slot in range(self.num_ids - 1):
+            if slot not in self._slot_track:
+                return slot
+        if self.on_full == "discard":
+            return -1
+        slot = min(self._slot_last_seen, key=lambda s: (self._slot_last_seen[s], s))
+        missed = frame_idx - self._slot_last_seen[slot] - 1
+        return slot if missed >= self.recycle_after else -1

@@ -1,0 +1,291 @@
+"""IAI ROI heads: Detectron2's StandardROIHeads plus an ID predictor beside the box predictor.
+
+ID index space (N = MODEL.IAI.NUM_IDS): 0..N-2 tracked memory slots, N-1 "new instance",
+N background. The ID predictor sees the same box-head feature as the box predictor.
+"""
+from typing import Dict, List, Tuple
+
+import torch
+from fvcore.nn import sigmoid_focal_loss
+from torch import nn
+from torch.nn import functional as F
+
+from detectron2.config import configurable
+from detectron2.layers import cat, cross_entropy, nms
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
+from detectron2.structures import Boxes, Instances
+
+__all__ = ["IAIROIHeads"]
+
+_ID_LOSSES = ("softmax", "focal")
+
+
+@ROI_HEADS_REGISTRY.register()
+class IAIROIHeads(StandardROIHeads):
+    """
+    StandardROIHeads with an ID predictor ``Linear(box_head_dim, N + 1)``.
+
+    Training adds ``loss_id`` to Detectron2's box and mask losses; target Instances must carry
+    ``gt_ids`` (LongTensor in 0..N-1: memory slot, or N-1 for an instance new in the clip).
+    Online inference goes through :meth:`inference_frame` (class-agnostic NMS on a weighted
+    class/ID score); :meth:`forward` in eval mode stays plain Mask R-CNN inference.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        num_ids: int,
+        id_loss: str = "softmax",
+        id_loss_weight: float = 1.0,
+        id_focal_alpha: float = 0.25,
+        id_focal_gamma: float = 2.0,
+        cls_score_thresh: float = 0.05,
+        id_score_thresh: float = 0.05,
+        first_frame_weights: Tuple[float, float] = (1.0, 0.5),
+        later_frame_weights: Tuple[float, float] = (0.5, 1.0),
+        nms_thresh: float = 0.5,
+        max_per_frame: int = 10,
+        **kwargs,
+    ):
+        """
+        Args:
+            num_ids: N, number of ID channels (slots 0..N-2, "new" N-1); the predictor outputs
+                N + 1 logits (index N = background).
+            id_loss: "softmax" (cross-entropy over N + 1, mean over sampled proposals) or
+                "focal" (sigmoid focal over the N foreground channels, background = all-zero
+                target, normalised by the number of foreground proposals).
+            id_loss_weight: multiplier of ``loss_id``.
+            id_focal_alpha, id_focal_gamma: focal loss parameters.
+            cls_score_thresh, id_score_thresh: a detection is kept when its max foreground
+                class probability and its max probability over the N ID entries both exceed
+                these thresholds.
+            first_frame_weights, later_frame_weights: (w_cls, w_id) of the NMS ranking score
+                w_cls * s_cls + w_id * s_id on the first / later frames of a video.
+            nms_thresh: IoU threshold of the class-agnostic NMS.
+            max_per_frame: detections kept per frame after NMS.
+            kwargs: arguments of :class:`StandardROIHeads`; a mask head is required.
+        """
+        super().__init__(**kwargs)
+        if num_ids < 2:
+            raise ValueError(f"MODEL.IAI.NUM_IDS must be >= 2 (one slot + 'new'), got {num_ids}")
+        if id_loss not in _ID_LOSSES:
+            raise ValueError(f"MODEL.IAI.ID_LOSS must be one of {_ID_LOSSES}, got {id_loss!r}")
+        if not self.mask_on:
+            raise ValueError("IAIROIHeads needs a mask head (MODEL.MASK_ON=True) to build ID masks")
+        self.num_ids = num_ids
+        self.id_loss = id_loss
+        self.id_loss_weight = id_loss_weight
+        self.id_focal_alpha = id_focal_alpha
+        self.id_focal_gamma = id_focal_gamma
+        self.cls_score_thresh = cls_score_thresh
+        self.id_score_thresh = id_score_thresh
+        self.first_frame_weights = tuple(first_frame_weights)
+        self.later_frame_weights = tuple(later_frame_weights)
+        self.nms_thresh = nms_thresh
+        self.max_per_frame = max_per_frame
+
+        shape = self.box_head.output_shape
+        in_dim = shape.channels * (shape.height or 1) * (shape.width or 1)
+        self.id_predictor = nn.Linear(in_dim, num_ids + 1)
+        nn.init.normal_(self.id_predictor.weight, std=0.01)
+        nn.init.constant_(self.id_predictor.bias, 0)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        iai = cfg.MODEL.IAI
+        ret.update(
+            {
+                "num_ids": iai.NUM_IDS,
+                "id_loss": iai.ID_LOSS,
+                "id_loss_weight": iai.ID_LOSS_WEIGHT,
+                "id_focal_alpha": iai.ID_FOCAL_ALPHA,
+                "id_focal_gamma": iai.ID_FOCAL_GAMMA,
+                "cls_score_thresh": iai.INFERENCE.CLS_SCORE_THRESH,
+                "id_score_thresh": iai.INFERENCE.ID_SCORE_THRESH,
+                "first_frame_weights": iai.INFERENCE.FIRST_FRAME_WEIGHTS,
+                "later_frame_weights": iai.INFERENCE.LATER_FRAME_WEIGHTS,
+                "nms_thresh": iai.INFERENCE.NMS_THRESH,
+                "max_per_frame": iai.INFERENCE.MAX_PER_FRAME,
+            }
+        )
+        return ret
+
+    # ------------------------------------------------------------------ training
+    @torch.no_grad()
+    def label_and_sample_proposals(
+        self, proposals: List[Instances], targets: List[Instances]
+    ) -> List[Instances]:
+        """
+        Detectron2's sampling, then every sampled proposal gets ``gt_ids`` (R,): the ID target
+        of its matched GT, or N for background proposals (and for images without GT).
+        """
+        for i, targets_per_image in enumerate(targets):
+            if not targets_per_image.has("gt_ids"):
+                raise ValueError(
+                    f"IAIROIHeads: training targets of image {i} in the batch have no `gt_ids` "
+                    "field (ID targets in 0..N-1 are required)"
+                )
+            gt_ids = targets_per_image.gt_ids
+            if gt_ids.numel() and (gt_ids.min() < 0 or gt_ids.max() >= self.num_ids):
+                raise ValueError(
+                    f"IAIROIHeads: gt_ids of image {i} must lie in [0, {self.num_ids - 1}], "
+                    f"got {gt_ids.tolist()}"
+                )
+        proposals = super().label_and_sample_proposals(proposals, targets)
+        for proposals_per_image in proposals:
+            gt_classes = proposals_per_image.gt_classes
+            if proposals_per_image.has("gt_ids"):
+                gt_ids = proposals_per_image.gt_ids.clone()
+            else:  # image without GT: Detectron2 sets no gt_* field but gt_classes
+                gt_ids = torch.full_like(gt_classes, self.num_ids)
+            gt_ids[gt_classes == self.num_classes] = self.num_ids
+            proposals_per_image.gt_ids = gt_ids
+        return proposals
+
+    def id_losses(
+        self, id_logits: torch.Tensor, proposals: List[Instances]
+    ) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            id_logits: (R, N + 1) ID logits of all sampled proposals of the batch.
+            proposals: sampled proposals with ``gt_ids`` (R_i,), N = background.
+
+        Returns:
+            {"loss_id": scalar}, already multiplied by the loss weight.
+        """
+        gt_ids = cat([p.gt_ids for p in proposals], dim=0)
+        if self.id_loss == "softmax":
+            loss = cross_entropy(id_logits, gt_ids, reduction="mean")
+        else:
+            # one-hot over the N foreground channels; background (index N) -> all zeros
+            targets = F.one_hot(gt_ids, self.num_ids + 1)[:, : self.num_ids].to(id_logits.dtype)
+            num_fg = max((gt_ids < self.num_ids).sum().item(), 1)
+            loss = sigmoid_focal_loss(
+                id_logits[:, : self.num_ids],
+                targets,
+                alpha=self.id_focal_alpha,
+                gamma=self.id_focal_gamma,
+                reduction="sum",
+            ) / num_fg
+        return {"loss_id": loss * self.id_loss_weight}
+
+    # ------------------------------------------------------------------ shared box/ID pass
+    def _box_and_id_predictions(
+        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
+    ) -> Tuple[Tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """
+        Run the box head once and feed its feature to both predictors.
+
+        Returns:
+            predictions: (scores (R, K+1), deltas (R, K*4 or 4)) of the box predictor.
+            id_logits: (R, N + 1).
+        """
+        features = [features[f] for f in self.box_in_features]
+        box_features = self.box_pooler(features, [x.proposal_boxes for x in proposals])
+        box_features = self.box_head(box_features)
+        predictions = self.box_predictor(box_features)
+        id_logits = self.id_predictor(torch.flatten(box_features, start_dim=1))
+        return predictions, id_logits
+
+    def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
+        """
+        Same contract as :meth:`StandardROIHeads._forward_box`; in training also returns
+        ``loss_id``.
+        """
+        predictions, id_logits = self._box_and_id_predictions(features, proposals)
+        if not self.training:
+            pred_instances, _ = self.box_predictor.inference(predictions, proposals)
+            return pred_instances
+        losses = self.box_predictor.losses(predictions, proposals)
+        losses.update(self.id_losses(id_logits, proposals))
+        # proposals is modified in-place below, so losses must be computed first.
+        if self.train_on_pred_boxes:
+            with torch.no_grad():
+                pred_boxes = self.box_predictor.predict_boxes_for_gt_classes(predictions, proposals)
+                for proposals_per_image, pred_boxes_per_image in zip(proposals, pred_boxes):
+                    proposals_per_image.proposal_boxes = Boxes(pred_boxes_per_image)
+        return losses
+
+    # ------------------------------------------------------------------ online inference
+    def inference_frame(
+        self, features: Dict[str, torch.Tensor], proposals: List[Instances], first_frame: bool
+    ) -> List[Instances]:
+        """
+        Per-frame IAI detections (eval mode only).
+
+        Args:
+            features: FPN features of B images, e.g. {"p2": (B, C, H/4, W/4), ...}.
+            proposals: B Instances with ``proposal_boxes`` (image_size = network input size).
+            first_frame: whether these are the first frames of their videos (selects the
+                ranking weights).
+
+        Returns:
+            B Instances with M <= max_per_frame detections each, sorted by ``rank_scores`` desc:
+                pred_boxes (Boxes, M), scores (M,) max foreground class prob s_cls,
+                pred_classes (M,), class_probs (M, K), id_probs (M, N + 1) softmax,
+                rank_scores (M,), pred_masks (M, 1, Hm, Wm) mask probabilities.
+        """
+        if self.training:
+            raise RuntimeError("IAIROIHeads.inference_frame must be called in eval mode")
+        predictions, id_logits = self._box_and_id_predictions(features, proposals)
+        boxes = self.box_predictor.predict_boxes(predictions, proposals)
+        class_probs = self.box_predictor.predict_probs(predictions, proposals)
+        id_probs = F.softmax(id_logits, dim=-1).split([len(p) for p in proposals])
+        weights = self.first_frame_weights if first_frame else self.later_frame_weights
+        instances = [
+            self._select_detections(b, c, i, p.image_size, weights)
+            for b, c, i, p in zip(boxes, class_probs, id_probs, proposals)
+        ]
+        return self._forward_mask(features, instances)
+
+    def _select_detections(
+        self,
+        boxes: torch.Tensor,
+        class_probs: torch.Tensor,
+        id_probs: torch.Tensor,
+        image_size: Tuple[int, int],
+        weights: Tuple[float, float],
+    ) -> Instances:
+        """
+        Thresholds, weighted ranking score and class-agnostic NMS for one image.
+
+        Args:
+            boxes: (R, K*4) class-specific or (R, 4) class-agnostic decoded boxes.
+            class_probs: (R, K + 1) class probabilities (index K = background).
+            id_probs: (R, N + 1) ID probabilities (index N = background).
+            image_size: (h, w) to clip boxes to.
+            weights: (w_cls, w_id).
+
+        Returns:
+            Instances with every field of :meth:`inference_frame` except pred_masks.
+        """
+        num_props = boxes.shape[0]
+        fg_probs = class_probs[:, : self.num_classes]
+        s_cls, classes = fg_probs.max(dim=1)
+        s_id = id_probs[:, : self.num_ids].max(dim=1).values
+
+        boxes = boxes.view(num_props, boxes.shape[1] // 4, 4)
+        if boxes.shape[1] > 1:
+            boxes = boxes[torch.arange(num_props, device=boxes.device), classes]
+        else:
+            boxes = boxes[:, 0]
+        boxes = Boxes(boxes)
+        boxes.clip(image_size)
+
+        rank_scores = weights[0] * s_cls + weights[1] * s_id
+        valid = (s_cls > self.cls_score_thresh) & (s_id > self.id_score_thresh)
+        valid &= torch.isfinite(boxes.tensor).all(dim=1)
+        keep = valid.nonzero().squeeze(1)
+        keep = keep[nms(boxes.tensor[keep].float(), rank_scores[keep].float(), self.nms_thresh)]
+        keep = keep[: self.max_per_frame]
+
+        result = Instances(image_size)
+        result.pred_boxes = boxes[keep]
+        result.scores = s_cls[keep]
+        result.pred_classes = classes[keep]
+        result.class_probs = fg_probs[keep]
+        result.id_probs = id_probs[keep]
+        result.rank_scores = rank_scores[keep]
+        return result
