@@ -1,0 +1,241 @@
+"""
+ResNet-FPN backbone whose coarsest input (res5) is fused with the Hybrid Association Block before
+the FPN:
+
+    res5' = concat[encoder_projector(res5) (C), HAB output (C), cls_projector(res5) (res5_ch - 2C)]
+
+res5' has res5's channel count, so the FPN (and every head after it) keeps its shape and COCO
+Mask R-CNN checkpoints load unchanged; the new modules live under `backbone.association.*`.
+"""
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+from .association import HybridAssociationBlock, tokens_to_map
+from .identification import IDBank
+from .memory import AssociationMemory
+
+__all__ = ["IAIAssociation", "IAIFPN", "build_iai_resnet_fpn_backbone"]
+
+
+class IAIAssociation(nn.Module):
+    """The association path on res5: projectors, HAB and ID bank."""
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        stride: int,
+        num_ids: int,
+        hab: HybridAssociationBlock,
+        use_cls_projector: bool = True,
+    ):
+        """
+        Args:
+            in_channels: res5 channels.
+            stride: res5 stride (the ID bank's stride).
+            num_ids: N (MODEL.IAI.NUM_IDS).
+            hab: the block, of width C.
+            use_cls_projector: False fills the classification projector's channels with zeros.
+        """
+        super().__init__()
+        dim = hab.dim
+        cls_channels = in_channels - 2 * dim
+        if cls_channels <= 0:
+            raise ValueError(
+                f"the association path needs res5 channels > 2 * MODEL.IAI.ASSOCIATION.DIM, got "
+                f"{in_channels} channels and DIM={dim}; lower DIM"
+            )
+        self.in_channels = in_channels
+        self.cls_channels = cls_channels
+        self.encoder_projector = nn.Conv2d(in_channels, dim, 1)
+        self.cls_projector = nn.Conv2d(in_channels, cls_channels, 1) if use_cls_projector else None
+        self.hab = hab
+        self.id_bank = IDBank(num_ids, dim, stride)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec):
+        return {
+            "in_channels": input_shape.channels,
+            "stride": input_shape.stride,
+            "num_ids": cfg.MODEL.IAI.NUM_IDS,
+            "hab": HybridAssociationBlock(cfg),
+            "use_cls_projector": cfg.MODEL.IAI.ASSOCIATION.CLS_PROJECTOR,
+        }
+
+    def forward(self, res5: torch.Tensor, memory: AssociationMemory) -> torch.Tensor:
+        """
+        Args:
+            res5: (B, res5_ch, h, w) features of one frame per stream.
+            memory: empty -> reference pass (Y = 0), else match against the memory.
+        Returns:
+            (B, res5_ch, h, w) = concat[projection (C), HAB output (C), cls projection].
+        """
+        B, _, h, w = res5.shape
+        x = self.encoder_projector(res5)
+        tokens = x.flatten(2).permute(2, 0, 1)
+        if memory.is_empty:
+            out = memory.reference(tokens, (h, w))
+        else:
+            out = memory.match(tokens, (h, w))
+        if self.cls_projector is not None:
+            cls = self.cls_projector(res5)
+        else:
+            cls = res5.new_zeros(B, self.cls_channels, h, w)
+        return torch.cat([x, tokens_to_map(out, (h, w)), cls], dim=1)
+
+
+class IAIFPN(FPN):
+    """
+    Detectron2 FPN with the association path on its coarsest input. Same attribute names as FPN
+    (bottom_up, fpn_lateral*, fpn_output*, top_block), plus `association`.
+
+    Per-frame use by a video model:
+        feats = backbone.bottom_up(images)                     # once for all frames
+        memory = backbone.new_memory()
+        for each frame batch:  p = backbone.top_down(backbone.associate(frame_feats, memory))
+                               ... heads -> Y
+                               backbone.remember(memory, Y, new_ids)
+    """
+
+    def __init__(
+        self,
+        bottom_up,
+        in_features,
+        out_channels,
+        association: IAIAssociation,
+        norm="",
+        top_block=None,
+        fuse_type="sum",
+        global_interval: int = 3,
+        max_global: int = 8,
+    ):
+        """
+        Args:
+            bottom_up, in_features, out_channels, norm, top_block, fuse_type: as for FPN.
+            association: the association path on in_features[-1].
+            global_interval, max_global: memory settings (MODEL.IAI.MEMORY.*).
+        """
+        super().__init__(bottom_up, in_features, out_channels, norm, top_block, fuse_type)
+        shape = bottom_up.output_shape()[self.in_features[-1]]
+        if association.in_channels != shape.channels or association.id_bank.stride != shape.stride:
+            raise ValueError(
+                f"association path built for {association.in_channels} channels / stride "
+                f"{association.id_bank.stride}, but {self.in_features[-1]} has {shape.channels} / "
+                f"{shape.stride}"
+            )
+        self.association = association
+        self.global_interval = global_interval
+        self.max_global = max_global
+
+    def new_memory(self) -> AssociationMemory:
+        """An empty association memory for a new video (or a new batch of clips)."""
+        return AssociationMemory(
+            self.association.hab, self.association.id_bank, self.global_interval, self.max_global
+        )
+
+    def associate(
+        self, features: Dict[str, torch.Tensor], memory: AssociationMemory
+    ) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            features: bottom-up features of one frame per stream (res2..res5, (B, C_l, H_l, W_l)).
+            memory: the streams' memory; empty -> reference pass.
+        Returns:
+            a copy of `features` whose coarsest input (res5) is the associated res5' (same shape).
+        """
+        name = self.in_features[-1]
+        out = dict(features)
+        out[name] = self.association(features[name], memory)
+        return out
+
+    def top_down(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """
+        FPN lateral / top-down path and top block on given bottom-up features (no bottom_up call).
+
+        Returns:
+            {"p2": (B, out_ch, H/4, W/4), ..., "p6": ...}
+        """
+        prev = self.lateral_convs[0](features[self.in_features[-1]])
+        results = [self.output_convs[0](prev)]
+        for name, lateral_conv, output_conv in zip(
+            self.in_features[-2::-1], self.lateral_convs[1:], self.output_convs[1:]
+        ):
+            prev = lateral_conv(features[name]) + F.interpolate(
+                prev, scale_factor=2.0, mode="nearest"
+            )
+            if self._fuse_type == "avg":
+                prev = prev / 2
+            results.insert(0, output_conv(prev))
+        if self.top_block is not None:
+            if self.top_block.in_feature in features:
+                top_in = features[self.top_block.in_feature]
+            else:
+                top_in = results[self._out_features.index(self.top_block.in_feature)]
+            results.extend(self.top_block(top_in))
+        return dict(zip(self._out_features, results))
+
+    def remember(self, memory: AssociationMemory, Y: torch.Tensor, new_ids: bool) -> None:
+        """
+        Write the frame associated last into the memory with its ID mask.
+
+        Args:
+            memory: the memory passed to the last `associate` call.
+            Y: (B, N+1, Hp, Wp) one-hot ID mask at the padded image size.
+            new_ids: the frame allocated new IDs (may add it to the global memory).
+                Ignored for the first frame, which always enters the global memory.
+        """
+        if memory.is_empty:
+            memory.reset_memory(Y)
+        else:
+            memory.update(Y, new_ids)
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """
+        Single-frame use: bottom_up -> associate (fresh memory, reference pass) -> top_down.
+
+        Args:
+            x: (B, 3, Hp, Wp) with Hp, Wp multiples of the res5 stride.
+        """
+        s = self.size_divisibility
+        if x.shape[-2] % s or x.shape[-1] % s:
+            raise ValueError(
+                f"IAIFPN input of size {tuple(x.shape[-2:])} is not a multiple of the res5 stride "
+                f"{s}: "
+                "pad images with size_divisibility = backbone.size_divisibility"
+            )
+        return self.top_down(self.associate(self.bottom_up(x), self.new_memory()))
+
+
+@BACKBONE_REGISTRY.register()
+def build_iai_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """ResNet + IAIFPN (FPN with the association path on res5, P6 by max-pooling)."""
+    bottom_up = build_resnet_backbone(cfg, input_shape)
+    in_features = cfg.MODEL.FPN.IN_FEATURES
+    if cfg.MODEL.IAI.ASSOCIATION.IN_FEATURE != in_features[-1]:
+        raise ValueError(
+            f"MODEL.IAI.ASSOCIATION.IN_FEATURE={cfg.MODEL.IAI.ASSOCIATION.IN_FEATURE} must be the "
+            f"coarsest FPN input, MODEL.FPN.IN_FEATURES[-1]={in_features[-1]}"
+        )
+    association = IAIAssociation(cfg, bottom_up.output_shape()[in_features[-1]])
+    return IAIFPN(
+        bottom_up=bottom_up,
+        in_features=in_features,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        association=association,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelMaxPool(),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        global_interval=cfg.MODEL.IAI.MEMORY.GLOBAL_INTERVAL,
+        max_global=cfg.MODEL.IAI.MEMORY.MAX_GLOBAL,
+    )

@@ -1,0 +1,192 @@
+"""
+Association memory of one video (or one batch of training clips processed in lockstep).
+
+Per frame t the HAB reads a global memory (frame 0, frames reached by the GLOBAL_INTERVAL rule and
+frames that allocated new IDs) and a local memory (frame t-1). A memory entry of frame m is the key
+K_m = W_Q LN(x_m) and the value V_m = W_V(LN(x_m) + E(Y_m)), where Y_m is the one-hot ID mask of
+frame m (ground truth in training, predictions at test time) and E the ID bank.
+
+Protocol (spec section 4.4 / Appendix A):
+    frame 0:  out = reference(x0)      # attends to itself, all-zero Y
+              reset_memory(Y0)         # global := {f0}, local := f0
+    frame t:  out = match(xt)          # reads global + local memory
+              update(Yt, new_ids)      # local := ft; ft joins the global memory on interval/new ID
+
+The global memory is bounded to MAX_GLOBAL frames with the first frame pinned (the oldest other
+frame is evicted), so the memory is constant for any video length. Nothing is detached: in training
+gradients flow from later frames into earlier frames' features and into the ID bank.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+
+from .association import HybridAssociationBlock, tokens_to_map
+from .identification import IDBank
+
+__all__ = ["AssociationMemory"]
+
+
+class AssociationMemory:
+    """
+    Memory state of one HAB layer for B streams (tensors are (L, B, C) tokens, (B, C, h, w) maps).
+
+    Counters follow the released code: `frame_step` is 1 after frame 0 and t + 1 once frame t has
+    been matched; `last_mem_step` is the `frame_step` of the last global insertion (0 for frame 0).
+    With GLOBAL_INTERVAL 3 and no new IDs the global memory holds frames {0, 2, 5, 8, ...}.
+    """
+
+    def __init__(
+        self,
+        hab: HybridAssociationBlock,
+        id_bank: IDBank,
+        global_interval: int = 3,
+        max_global: int = 8,
+    ):
+        """
+        Args:
+            hab: the block whose memories are held.
+            id_bank: the ID bank embedding the ID masks passed to reset_memory / update.
+            global_interval: a frame joins the global memory when this many frames passed since
+                the last insertion (MODEL.IAI.MEMORY.GLOBAL_INTERVAL).
+            max_global: bound on the global memory in frames, first frame included
+                (MODEL.IAI.MEMORY.MAX_GLOBAL).
+        """
+        if global_interval < 1:
+            raise ValueError(
+                f"MODEL.IAI.MEMORY.GLOBAL_INTERVAL must be >= 1, got {global_interval}"
+            )
+        if max_global < 1:
+            raise ValueError(f"MODEL.IAI.MEMORY.MAX_GLOBAL must be >= 1, got {max_global}")
+        self.hab = hab
+        self.id_bank = id_bank
+        self.global_interval = global_interval
+        self.max_global = max_global
+        self.size: Optional[Tuple[int, int]] = None
+        self.frame_step = 0
+        self.last_mem_step = 0
+        # [(frame index, K (L, B, C), V (L, B, C))] in time order; entry 0 = the pinned first frame.
+        self._global: List[Tuple[int, torch.Tensor, torch.Tensor]] = []
+        # (K, V) of the previous frame, (B, C, h, w) maps.
+        self._local: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        # (K_cur, Vraw_cur) (L, B, C) of the frame attended last, waiting for its ID mask.
+        self._current: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+
+    @property
+    def is_empty(self) -> bool:
+        """True until a frame is remembered (reset_memory): the next frame is a reference pass."""
+        return not self._global
+
+    @property
+    def global_frames(self) -> List[int]:
+        """Frame indices held in the global memory, in time order (the first one is pinned)."""
+        return [frame for frame, _, _ in self._global]
+
+    def global_kv(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Global memory keys and values, each (M*L, B, C) for M frames."""
+        return (
+            torch.cat([k for _, k, _ in self._global], dim=0),
+            torch.cat([v for _, _, v in self._global], dim=0),
+        )
+
+    def local_kv(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Local memory (previous frame) keys and values, each (B, C, h, w)."""
+        return self._local
+
+    def reference(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """
+        Reference pass of the first frame: forget everything, attend to the frame itself with the
+        embedding of an all-zero ID mask.
+
+        Args:
+            x: (L, B, C) tokens of an (h, w) grid.
+        Returns:
+            (L, B, C)
+        """
+        out, current = self.hab(x, size, id_emb=self.id_bank.empty_embedding())
+        self._global, self._local = [], None
+        self.frame_step = self.last_mem_step = 0
+        self.size = tuple(size)
+        self._current = current
+        return out
+
+    def match(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """
+        Attend the frame to the global and local memory.
+
+        Args:
+            x: (L, B, C) tokens of an (h, w) grid (same grid as the first frame).
+        Returns:
+            (L, B, C)
+        """
+        if self.is_empty:
+            raise RuntimeError(
+                "match() needs a remembered first frame: call reference() and reset_memory()"
+            )
+        if x.shape[1] != self._global[0][1].shape[1]:
+            raise ValueError(
+                f"batch of {x.shape[1]} streams, but the memory holds {self._global[0][1].shape[1]}"
+            )
+        if tuple(size) != self.size:
+            raise ValueError(
+                f"frame grid {tuple(size)} differs from the video's first frame {self.size}: all "
+                "frames of a video must be resized and padded to the same size"
+            )
+        out, current = self.hab(x, size, memory=(self.global_kv(), self._local))
+        self.frame_step += 1
+        self._current = current
+        return out
+
+    def reset_memory(self, Y: torch.Tensor) -> None:
+        """
+        Remember the reference frame with its ID mask: global := {frame 0}, local := frame 0.
+        Uses the reference pass's (K_cur, Vraw_cur), i.e. the layer is not re-run.
+
+        Args:
+            Y: (B, N+1, Hp, Wp) one-hot ID mask of the reference frame, Hp = h * stride.
+        """
+        k, v = self._fuse_current(Y)
+        self._global = [(0, k, v)]
+        self._local = (tokens_to_map(k, self.size), tokens_to_map(v, self.size))
+        self.frame_step, self.last_mem_step = 1, 0
+
+    def update(self, Y: torch.Tensor, new_ids: bool = False) -> None:
+        """
+        Remember the frame matched last: it replaces the local memory, and joins the global
+        memory when GLOBAL_INTERVAL frames passed since the last insertion or when `new_ids`
+        (it allocated new IDs). Beyond MAX_GLOBAL frames the oldest frame after the first one is
+        evicted.
+
+        Args:
+            Y: (B, N+1, Hp, Wp) one-hot ID mask of that frame.
+            new_ids: whether new IDs were allocated in that frame.
+        """
+        if self.is_empty:
+            raise RuntimeError("update() needs a remembered first frame: call reset_memory() first")
+        k, v = self._fuse_current(Y)
+        self._local = (tokens_to_map(k, self.size), tokens_to_map(v, self.size))
+        if new_ids or self.frame_step - self.last_mem_step >= self.global_interval:
+            self._global.append((self.frame_step - 1, k, v))
+            if len(self._global) > self.max_global:
+                del self._global[1]
+            self.last_mem_step = self.frame_step
+
+    def _fuse_current(self, Y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(K_cur, W_V(Vraw_cur + E(Y))) of the frame attended last; consumes it."""
+        if self._current is None:
+            raise RuntimeError(
+                "no attended frame is waiting for its ID mask: call reference() / match() before "
+                "reset_memory() / update() (once per frame)"
+            )
+        h, w = self.size
+        s = self.id_bank.stride
+        k, vraw = self._current
+        if Y.dim() != 4 or Y.shape[0] != k.shape[1] or tuple(Y.shape[-2:]) != (h * s, w * s):
+            raise ValueError(
+                f"ID mask of shape {tuple(Y.shape)} does not fit the frame: expected "
+                f"(B={k.shape[1]}, N+1, {h * s}, {w * s}) (the padded image size, a multiple of "
+                f"{s})"
+            )
+        emb = self.id_bank(Y.to(k.dtype)).flatten(2).permute(2, 0, 1)
+        self._current = None
+        return k, self.hab.fuse_value(vraw, emb)
