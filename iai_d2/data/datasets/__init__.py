@@ -1,0 +1,30 @@
+"""YouTube-VIS-format datasets; importing this package registers the built-in names
+(ytvis_*, ovis_*, synthetic_vis_*, see builtin.py)."""
+from .builtin import builtin_ytvis_splits, register_all_ytvis
+from .ytvis import (
+    OVIS_CATEGORIES,
+    SYNTHETIC_CATEGORIES,
+    YTVIS_2019_CATEGORIES,
+    YTVIS_2021_CATEGORIES,
+    load_ytvis_json,
+    register_ytvis_instances,
+    resolve_ytvis_paths,
+    save_ytvis_json,
+    split_ytvis_json,
+    ytvis_category_metadata,
+)
+
+__all__ = [
+    "OVIS_CATEGORIES",
+    "SYNTHETIC_CATEGORIES",
+    "YTVIS_2019_CATEGORIES",
+    "YTVIS_2021_CATEGORIES",
+    "builtin_ytvis_splits",
+    "load_ytvis_json",
+    "register_all_ytvis",
+    "register_ytvis_instances",
+    "resolve_ytvis_paths",
+    "save_ytvis_json",
+    "split_ytvis_json",
+    "ytvis_category_metadata",
+]
