@@ -1,0 +1,154 @@
+"""Speed of the YouTube-VIS evaluation on a synthetic split of validation-set size.
+
+    python benchmarks/eval_speed.py [--videos 302] [--frames 36] [--preds 100] [--height 360] [--width 640]
+
+GT: 1-6 moving, growing ellipses per video (40 categories). Predictions: ``--preds`` tracks per video,
+70% noisy copies of GT tracks (jittered, rescaled, some frames dropped, sometimes a wrong class),
+30% random ellipses. Every video has ``--frames`` frames (the worst case). RLEs are built directly
+from the ellipse geometry (column runs), so generating a large split stays cheap. Prints the sizes,
+the seconds to load GT + results from json, and the seconds to evaluate.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+from pycocotools import mask as mask_util
+from tabulate import tabulate
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from iai_d2.evaluation.ytvis_eval import evaluate, load_ground_truth, load_results  # noqa: E402
+
+NUM_CATEGORIES = 40
+
+
+def ellipse_rles(cx, cy, rx, ry, height, width):
+    """Compressed RLEs (str counts) of axis-aligned ellipses, one per frame; params: (F,) arrays."""
+    x0 = np.clip(np.ceil(cx - rx), 0, width).astype(np.int64)
+    x1 = np.clip(np.floor(cx + rx) + 1, 0, width).astype(np.int64)
+    ncols = np.maximum(x1 - x0, 0)
+    frame = np.repeat(np.arange(cx.size), ncols)
+    xs = x0[frame] + np.arange(frame.size) - np.repeat(np.cumsum(ncols) - ncols, ncols)
+    half = ry[frame] * np.sqrt(np.clip(1.0 - ((xs - cx[frame]) / rx[frame]) ** 2, 0.0, None)) + 1e-9
+    top = np.clip(np.ceil(cy[frame] - half), 0, height).astype(np.int64)
+    bot = np.clip(np.floor(cy[frame] + half) + 1, 0, height).astype(np.int64)
+    keep = bot > top
+    frame, starts, ends = frame[keep], xs[keep] * height + top[keep], xs[keep] * height + bot[keep]
+    bounds = np.searchsorted(frame, np.arange(cx.size + 1))
+    runs = []
+    for f in range(cx.size):
+        s, e = starts[bounds[f]: bounds[f + 1]], ends[bounds[f]: bounds[f + 1]]
+        if s.size == 0:
+            runs.append(None)
+            continue
+        points = np.stack([s, e], axis=1).ravel()
+        joined = np.flatnonzero(points[1:-1:2] == points[2::2])  # end of a run == start of next
+        points = np.delete(points, np.concatenate([2 * joined + 1, 2 * joined + 2]))
+        counts = np.diff(np.concatenate([[0], points, [height * width]]))
+        runs.append({"size": [height, width], "counts": counts.tolist()})
+    present = [r for r in runs if r is not None]
+    encoded = iter(mask_util.frPyObjects(present, height, width) if present else [])
+    out = []
+    for r in runs:
+        if r is not None:
+            rle = next(encoded)
+            r = {"size": [height, width], "counts": rle["counts"].decode("ascii")}
+        out.append(r)
+    return out
+
+
+def random_track(rng, frames, height, width):
+    """Per-frame ellipse parameters (cx, cy, rx, ry), each (F,), of a moving, growing object."""
+    t = np.arange(frames)
+    ry = rng.uniform(8, 0.42 * height) * np.clip(1 + rng.uniform(-0.01, 0.01) * t, 0.5, 1.5)
+    rx = ry * rng.uniform(0.6, 1.6)
+    cx = np.clip(rng.uniform(0, width) + rng.uniform(-6, 6) * t, 0, width)
+    cy = np.clip(rng.uniform(0, height) + rng.uniform(-3, 3) * t, 0, height)
+    return cx, cy, rx, ry
+
+
+def noisy_copy(rng, params, frames):
+    """Jittered, rescaled copy of a GT track's parameters; returns params and a drop mask (F,)."""
+    cx, cy, rx, ry = params
+    quality = rng.uniform(0.0, 1.0)
+    jitter = (1 - quality) * 0.5 * ry
+    scale = 1 + (1 - quality) * rng.uniform(-0.4, 0.4)
+    out = (cx + rng.normal(0, jitter, frames), cy + rng.normal(0, jitter, frames), rx * scale, ry * scale)
+    return out, rng.random(frames) < 0.1 * (1 - quality), quality
+
+
+def build_split(num_videos, frames, preds, height, width, seed=0):
+    """(gt_json dict, results list) of a synthetic YTVIS split."""
+    rng = np.random.default_rng(seed)
+    gt = {"videos": [], "annotations": [],
+          "categories": [{"id": c + 1, "name": f"class{c + 1}"} for c in range(NUM_CATEGORIES)]}
+    results = []
+    for vid in range(1, num_videos + 1):
+        gt["videos"].append({"id": vid, "height": height, "width": width, "length": frames,
+                             "file_names": [f"{vid:05d}/{t:05d}.jpg" for t in range(frames)]})
+        tracks = []
+        for _ in range(min(1 + rng.poisson(0.7), 6)):
+            params, cat = random_track(rng, frames, height, width), int(rng.integers(1, NUM_CATEGORIES + 1))
+            segs = ellipse_rles(*params, height, width)
+            areas = [int(mask_util.area({"size": s["size"], "counts": s["counts"].encode()})) if s else None
+                     for s in segs]
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "video_id": vid, "category_id": cat,
+                                      "iscrowd": 0, "segmentations": segs, "areas": areas,
+                                      "height": height, "width": width, "length": frames})
+            tracks.append((params, cat))
+        for p in range(preds):
+            if p < 0.7 * preds:
+                params, cat = tracks[p % len(tracks)]
+                params, drop, quality = noisy_copy(rng, params, frames)
+                if rng.random() < 0.3:
+                    cat = int(rng.integers(1, NUM_CATEGORIES + 1))
+                score = float(np.clip(0.5 * quality + 0.5 * rng.random(), 0, 1))
+            else:
+                params, cat = random_track(rng, frames, height, width), int(rng.integers(1, NUM_CATEGORIES + 1))
+                drop, score = rng.random(frames) < 0.1, float(0.5 * rng.random())
+            segs = [None if d else s for s, d in zip(ellipse_rles(*params, height, width), drop)]
+            results.append({"video_id": vid, "category_id": cat, "score": score, "segmentations": segs})
+    return gt, results
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--videos", type=int, default=302)
+    parser.add_argument("--frames", type=int, default=36)
+    parser.add_argument("--preds", type=int, default=100, help="predicted tracks per video")
+    parser.add_argument("--height", type=int, default=360)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    start = time.perf_counter()
+    gt_json, results = build_split(args.videos, args.frames, args.preds, args.height, args.width, args.seed)
+    build_s = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as tmp:
+        gt_path, res_path = os.path.join(tmp, "gt.json"), os.path.join(tmp, "results.json")
+        for path, obj in ((gt_path, gt_json), (res_path, results)):
+            with open(path, "w") as f:
+                json.dump(obj, f)
+        res_mb = os.path.getsize(res_path) / 2**20
+        del gt_json, results
+        start = time.perf_counter()
+        gt = load_ground_truth(gt_path)
+        dets = load_results(res_path, gt)
+        load_s = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = evaluate(gt, dets)
+    eval_s = time.perf_counter() - start
+    rows = [["videos", args.videos], ["frames per video", args.frames],
+            ["frame size", f"{args.height}x{args.width}"], ["GT tracks", len(gt.tracks)],
+            ["predicted tracks", len(dets)], ["results.json (MiB)", f"{res_mb:.1f}"],
+            ["build synthetic split (s)", f"{build_s:.1f}"], ["load GT + results (s)", f"{load_s:.2f}"],
+            ["evaluate (s)", f"{eval_s:.2f}"], ["AP / AP50", f"{metrics.summary['AP']:.2f} / "
+                                                              f"{metrics.summary['AP50']:.2f}"]]
+    print(tabulate(rows, tablefmt="pipe", headers=["", "value"]))
+
+
+if __name__ == "__main__":
+    main()
