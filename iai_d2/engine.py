@@ -1,0 +1,152 @@
+"""Training engine: the IAI trainer (a DefaultTrainer), its optimizer, atomic checkpoints, loss plot."""
+import logging
+import os
+import tempfile
+import weakref
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+from detectron2.utils.logger import setup_logger
+
+from .data.build import build_clip_train_loader, build_video_test_loader
+from .evaluation import YTVISEvaluator
+
+__all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "build_iai_optimizer", "atomic_write"]
+
+
+def atomic_write(path: str, write_fn, mode: str = "wb") -> None:
+    """Call ``write_fn(f)`` on a temporary file next to ``path``, then rename it onto ``path``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class AtomicCheckpointer(DetectionCheckpointer):
+    """DetectionCheckpointer whose checkpoint and ``last_checkpoint`` files are written atomically,
+    so an interrupted save never leaves a truncated ``model_*.pth`` behind."""
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        save_file = os.path.join(self.save_dir, f"{name}.pth")
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(os.path.basename(save_file))
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
+
+
+def build_iai_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW (or SGD) with ``SOLVER.BACKBONE_MULTIPLIER`` on the pretrained ResNet
+    (``backbone.bottom_up.*``) and Detectron2's optional gradient clipping."""
+    multiplier = cfg.SOLVER.BACKBONE_MULTIPLIER
+    params = get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        lr_factor_func=lambda name: multiplier if name.startswith("backbone.bottom_up.") else 1.0,
+    )
+    name = cfg.SOLVER.OPTIMIZER.upper()
+    if name == "ADAMW":
+        optimizer = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    elif name == "SGD":
+        optimizer = torch.optim.SGD(params, lr=cfg.SOLVER.BASE_LR, momentum=cfg.SOLVER.MOMENTUM)
+    else:
+        raise ValueError(f"SOLVER.OPTIMIZER must be ADAMW or SGD, got {cfg.SOLVER.OPTIMIZER!r}")
+    return maybe_add_gradient_clipping(cfg, optimizer)
+
+
+class LossCurveHook(hooks.HookBase):
+    """At the end of training, plot the total loss of every logged iteration to ``loss_curve.png``."""
+
+    def __init__(self, output_dir: str):
+        self.output_dir = output_dir
+
+    def after_train(self):
+        history = get_event_storage().history("total_loss").values()
+        if not history:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        iters = [it for _, it in history]
+        values = [v for v, _ in history]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(iters, values, linewidth=1)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("total loss")
+        ax.set_title("IAI training loss")
+        fig.tight_layout()
+        atomic_write(os.path.join(self.output_dir, "loss_curve.png"), lambda f: fig.savefig(f, format="png"))
+        plt.close(fig)
+
+
+class IAITrainer(DefaultTrainer):
+    """DefaultTrainer for IAI: clip train loader, per-video test loader, YTVIS evaluator, AdamW with a
+    backbone multiplier, device-aware DDP (gloo on CPU), atomic checkpoints and a loss plot."""
+
+    def __init__(self, cfg):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        on_cuda = next(model.parameters()).device.type == "cuda"
+        model = create_ddp_model(
+            model,
+            broadcast_buffers=False,
+            find_unused_parameters=True,
+            device_ids=[comm.get_local_rank()] if on_cuda else None,
+        )
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        ret = super().build_hooks()
+        if comm.is_main_process():
+            ret.append(LossCurveHook(self.cfg.OUTPUT_DIR))
+        return ret
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_clip_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_video_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        return YTVISEvaluator(dataset_name, output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_iai_optimizer(cfg, model)
