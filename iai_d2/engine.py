@@ -1,7 +1,6 @@
 """Training engine: the IAI trainer (a DefaultTrainer), its optimizer, atomic checkpoints, loss plot."""
 import logging
 import os
-import tempfile
 import weakref
 
 import torch
@@ -14,23 +13,9 @@ from detectron2.utils.logger import setup_logger
 
 from .data.build import build_clip_train_loader, build_video_test_loader
 from .evaluation import YTVISEvaluator
+from .utils import atomic_write
 
-__all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "build_iai_optimizer", "atomic_write"]
-
-
-def atomic_write(path: str, write_fn, mode: str = "wb") -> None:
-    """Call ``write_fn(f)`` on a temporary file next to ``path``, then rename it onto ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+__all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "build_iai_optimizer"]
 
 
 class AtomicCheckpointer(DetectionCheckpointer):

@@ -3,7 +3,6 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections import OrderedDict
 
@@ -12,6 +11,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
+from ..utils import atomic_write
 from .ytvis_eval import (
     evaluate,
     load_ground_truth,
@@ -23,18 +23,6 @@ from .ytvis_eval import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _atomic_write(path, write_fn):
-    """Call ``write_fn(binary_file)`` on a temp file next to ``path``, then os.replace it into place."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write_fn(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def write_submission(results, output_dir):
@@ -51,8 +39,8 @@ def write_submission(results, output_dir):
         with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("results.json", data)
 
-    _atomic_write(json_path, lambda f: f.write(data))
-    _atomic_write(zip_path, write_zip)
+    atomic_write(json_path, lambda f: f.write(data))
+    atomic_write(zip_path, write_zip)
     return json_path, zip_path
 
 

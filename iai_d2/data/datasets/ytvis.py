@@ -7,7 +7,6 @@ RLE or uncompressed RLE (converted to compressed RLE with ``str`` counts at load
 import json
 import logging
 import os
-import tempfile
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -15,6 +14,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 from detectron2.utils.colormap import colormap
 from detectron2.utils.file_io import PathManager
+
+from ...utils import atomic_write
 
 __all__ = [
     "YTVIS_2019_CATEGORIES",
@@ -272,16 +273,7 @@ def resolve_ytvis_paths(name):
 
 def save_ytvis_json(data, path):
     """Write a json atomically (temporary file in the same directory, then ``os.replace``)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda f: json.dump(data, f), mode="w")
 
 
 def split_ytvis_json(json_file, out_train, out_val, *, val_fraction=None, num_val=None, seed=0):

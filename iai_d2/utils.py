@@ -1,0 +1,27 @@
+"""Small file utilities shared by the package."""
+import os
+import tempfile
+
+__all__ = ["atomic_write"]
+
+
+def atomic_write(path: str, write_fn, mode: str = "wb") -> None:
+    """
+    Call ``write_fn(f)`` on a temporary file in the directory of ``path``, then rename it onto
+    ``path``: readers see either the old file or the complete new one, never a truncated file.
+    The file gets the permissions of a normally created file (0666 minus the umask).
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_" + os.path.basename(path))
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
