@@ -27,6 +27,10 @@ def add_iai_config(cfg):
     # What happens to a new instance when all N-1 memory slots are taken:
     # "recycle" reuses the slot of the track unseen for the longest time (at least RECYCLE_AFTER
     # frames); the track keeps its output identity. "discard" drops it (paper behaviour).
+    # Training: give a clip's instances distinct random slots in 0..N-2 instead of their rank in
+    # the clip (the released code uses ranks; spec section 11.3). Random slots train every ID
+    # channel and keep the ID head from predicting the most frequent slot.
+    _C.MODEL.IAI.RANDOM_SLOTS = False
     _C.MODEL.IAI.ON_FULL = "recycle"
     _C.MODEL.IAI.RECYCLE_AFTER = 30
 

@@ -5,13 +5,14 @@ import weakref
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
-from .data.build import build_clip_train_loader, build_video_test_loader
+from .data import build_clip_train_loader, build_video_test_loader, resolve_ytvis_paths
 from .evaluation import YTVISEvaluator
 from .utils import atomic_write
 
@@ -130,6 +131,8 @@ class IAITrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        if not hasattr(MetadataCatalog.get(dataset_name), "json_file"):
+            resolve_ytvis_paths(dataset_name)  # built-in splits pick their layout on first use
         return YTVISEvaluator(dataset_name, output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
 
     @classmethod

@@ -86,3 +86,19 @@ def test_inference_frame_returns_tracked_instances_at_output_size(model):
         ids_seen.append(out.ID.tolist())
     assert state.frame_idx == 3
     assert len(ids_seen[0]) > 0
+
+
+def test_random_slots_are_distinct_consistent_across_frames_and_in_range(model):
+    model.random_slots = True
+    try:
+        ranks = [torch.tensor([0, 1]), torch.tensor([1, 2, 3]), torch.tensor([3])]
+        slots = model._clip_slots({"video_id": 3}, ranks)
+    finally:
+        model.random_slots = False
+    slot_of_rank = {}
+    for frame_ranks, frame_slots in zip(ranks, slots):
+        for r, s in zip(frame_ranks.tolist(), frame_slots.tolist()):
+            assert slot_of_rank.setdefault(r, s) == s  # a track keeps its slot in the whole clip
+    assert len(set(slot_of_rank.values())) == 4
+    assert all(0 <= s <= model.num_ids - 2 for s in slot_of_rank.values())
+    assert model._clip_slots({"video_id": 3}, ranks) is ranks  # default: the rank is the slot

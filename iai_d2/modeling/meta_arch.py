@@ -49,6 +49,7 @@ class IAIRCNN(GeneralizedRCNN):
         num_ids: int,
         num_classes: int,
         new_id_trigger_in_training: bool,
+        random_slots: bool,
         on_full: str,
         recycle_after: int,
         min_mask_keep: float,
@@ -64,6 +65,9 @@ class IAIRCNN(GeneralizedRCNN):
             num_classes: number of foreground categories.
             new_id_trigger_in_training: write frames with new instances into the global memory
                 during training too (the released code never does; spec quirk Q1).
+            random_slots: in training, give a clip's instances distinct random slots instead of
+                their rank in the clip, so every ID channel is trained and the ID head cannot
+                rely on the slot prior.
             on_full, recycle_after: what to do with new instances when all slots are taken.
             min_mask_keep: drop a detection keeping less than this fraction of its mask after
                 de-overlapping.
@@ -76,6 +80,7 @@ class IAIRCNN(GeneralizedRCNN):
         self.num_ids = num_ids
         self.num_classes = num_classes
         self.new_id_trigger_in_training = new_id_trigger_in_training
+        self.random_slots = random_slots
         self.on_full = on_full
         self.recycle_after = recycle_after
         self.min_mask_keep = min_mask_keep
@@ -92,6 +97,7 @@ class IAIRCNN(GeneralizedRCNN):
             num_ids=cfg.MODEL.IAI.NUM_IDS,
             num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
             new_id_trigger_in_training=cfg.MODEL.IAI.MEMORY.NEW_ID_TRIGGER_IN_TRAINING,
+            random_slots=cfg.MODEL.IAI.RANDOM_SLOTS,
             on_full=cfg.MODEL.IAI.ON_FULL,
             recycle_after=cfg.MODEL.IAI.RECYCLE_AFTER,
             min_mask_keep=inf.MIN_MASK_KEEP,
@@ -124,7 +130,9 @@ class IAIRCNN(GeneralizedRCNN):
         frames = [{"image": c["image"][t]} for t in range(num_frames) for c in clips]
         images = self.preprocess_image(frames)
         gt = [[self._move_to_current_device(c["instances"][t]) for c in clips] for t in range(num_frames)]
-        id_targets = [self._clip_id_targets(c, [gt[t][b] for t in range(num_frames)]) for b, c in enumerate(clips)]
+        # slots[b][t]: memory slot of every instance of clip b in frame t; id_targets alike.
+        slots = [self._clip_slots(c, [gt[t][b].gt_ids for t in range(num_frames)]) for b, c in enumerate(clips)]
+        id_targets = [clip_id_targets(s, self.num_ids) for s in slots]
 
         bottom_up = self.backbone.bottom_up(images.tensor)
         memory = self.backbone.new_memory()
@@ -147,7 +155,7 @@ class IAIRCNN(GeneralizedRCNN):
 
             id_mask = build_id_mask(
                 [g.gt_masks.tensor for g in gt[t]],
-                [g.gt_ids for g in gt[t]],
+                [slots[b][t] for b in range(batch)],
                 self.num_ids,
                 tuple(images.tensor.shape[-2:]),
             )
@@ -159,16 +167,23 @@ class IAIRCNN(GeneralizedRCNN):
             self.backbone.remember(memory, id_mask, new_ids=new_ids)
         return {k: torch.stack(v).mean() for k, v in losses.items()}
 
-    def _clip_id_targets(self, clip: Dict, frames: List[Instances]) -> List[torch.Tensor]:
-        slots = [f.gt_ids for f in frames]
-        num_slots = max((int(s.max()) + 1 for s in slots if len(s)), default=0)
-        if num_slots > self.num_ids - 1:
+    def _clip_slots(self, clip: Dict, clip_ranks: List[torch.Tensor]) -> List[torch.Tensor]:
+        """
+        Memory slots of a clip's instances, per frame. ``clip_ranks`` are the mapper's ``gt_ids``
+        (rank of each track in the clip); with ``random_slots`` the ranks are mapped to distinct
+        random slots in 0..N-2 (drawn per clip), else the rank is the slot.
+        """
+        num_tracks = max((int(r.max()) + 1 for r in clip_ranks if len(r)), default=0)
+        if num_tracks > self.num_ids - 1:
             raise ValueError(
                 f"Video {clip.get('video_id')} (frames {clip.get('frame_indices')}): the clip has "
-                f"{num_slots} instances but MODEL.IAI.NUM_IDS={self.num_ids} holds at most "
+                f"{num_tracks} instances but MODEL.IAI.NUM_IDS={self.num_ids} holds at most "
                 f"{self.num_ids - 1}. Increase MODEL.IAI.NUM_IDS."
             )
-        return clip_id_targets(slots, self.num_ids)
+        if not self.random_slots:
+            return clip_ranks
+        slot_of_rank = torch.randperm(self.num_ids - 1, device=self.device)[:num_tracks]
+        return [slot_of_rank[r] for r in clip_ranks]
 
     # ------------------------------------------------------------------ inference
     def new_video_state(self) -> VideoState:

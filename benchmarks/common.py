@@ -1,0 +1,61 @@
+"""Shared set-up for the benchmark scripts: configs, a synthetic dataset, timing helpers."""
+import os
+import resource
+import tempfile
+import time
+
+import torch
+from detectron2.config import get_cfg
+
+from iai_d2 import add_iai_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_CONFIG = os.path.join(REPO, "configs", "synthetic", "iai_tiny.yaml")
+
+
+def load_cfg(config_file: str, opts=()):
+    cfg = get_cfg()
+    add_iai_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def as_mask_rcnn(cfg):
+    """The same detector without IAI: Detectron2's GeneralizedRCNN, FPN backbone and ROI heads."""
+    cfg = cfg.clone()
+    cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
+    cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+    return cfg
+
+
+def synthetic_videos(num_videos: int, num_frames: int, height: int, width: int, seed: int = 0):
+    """Generate a small synthetic YouTube-VIS set in a temporary folder; returns (train records, folder)."""
+    from iai_d2.data.datasets.ytvis import load_ytvis_json
+    from iai_d2.data.synthetic import generate_synthetic_vis
+
+    folder = tempfile.mkdtemp(prefix="iai_bench_")
+    generate_synthetic_vis(folder, num_videos, num_frames, height, width, seed=seed, num_val_videos=1)
+    records = load_ytvis_json(os.path.join(folder, "train.json"), os.path.join(folder, "train", "JPEGImages"))
+    return records, folder
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall-clock seconds of ``fn()`` over ``repeats`` runs, after one warm-up run."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""
+Online inference cost of IAI, in one run on the same frames and weights:
+
+1. seconds / frame of IAI (backbone + HAB + heads + ID assignment + memory update) vs the bare
+   Detectron2 Mask R-CNN (GeneralizedRCNN with the same weights where they are shared);
+2. peak RSS after 100 vs after 2,000 frames of a synthetic stream (bounded memory => ratio ~1);
+3. on a CUDA machine, FPS of the R50 config at 360x640.
+
+    python benchmarks/inference.py [--config-file ...] [--weights model_final.pth] [--stream 2000]
+"""
+import argparse
+import os
+import sys
+
+import cv2
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import transforms as T
+from detectron2.modeling import build_model
+from tabulate import tabulate
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import REPO, TINY_CONFIG, as_mask_rcnn, load_cfg, peak_rss_mib, synthetic_videos, timed  # noqa: E402
+
+
+def load_frames(cfg, records):
+    """Frames of the synthetic videos as model inputs ((3, h, w) uint8 tensors), with original sizes."""
+    aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+    frames = []
+    for record in records:
+        for path in record["file_names"]:
+            bgr = cv2.imread(path)
+            image = aug.get_transform(bgr).apply_image(bgr)
+            frames.append((torch.as_tensor(image.transpose(2, 0, 1).copy()), bgr.shape[0], bgr.shape[1]))
+    return frames
+
+
+def iai_stream(model, frames, num_frames):
+    state = model.new_video_state()
+    for i in range(num_frames):
+        image, height, width = frames[i % len(frames)]
+        model.inference_frame(state, image, height, width)
+
+
+def mask_rcnn_frames(model, frames, num_frames):
+    with torch.no_grad():
+        for i in range(num_frames):
+            image, height, width = frames[i % len(frames)]
+            model([{"image": image, "height": height, "width": width}])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", default=TINY_CONFIG)
+    parser.add_argument("--weights", default="", help="IAI checkpoint (default: random init)")
+    parser.add_argument("--frames", type=int, default=24, help="frames per timed run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--stream", type=int, default=2000, help="length of the memory stream")
+    parser.add_argument("opts", nargs=argparse.REMAINDER)
+    args = parser.parse_args()
+
+    cfg = load_cfg(args.config_file, args.opts)
+    torch.manual_seed(0)
+    records, _ = synthetic_videos(2, 12, 128, 160)
+    frames = load_frames(cfg, records)
+
+    iai = build_model(cfg).eval()
+    if args.weights:
+        DetectionCheckpointer(iai).load(args.weights)
+    baseline = build_model(as_mask_rcnn(cfg)).eval()
+    missing = baseline.load_state_dict(iai.state_dict(), strict=False)
+    assert not missing.missing_keys, missing.missing_keys  # every Mask R-CNN weight comes from IAI
+
+    t_base = timed(lambda: mask_rcnn_frames(baseline, frames, args.frames), args.repeats) / args.frames
+    t_iai = timed(lambda: iai_stream(iai, frames, args.frames), args.repeats) / args.frames
+    print(f"device: {cfg.MODEL.DEVICE}, threads: {torch.get_num_threads()}, weights: {args.weights or 'random init'}")
+    print(
+        tabulate(
+            [["Mask R-CNN", t_base, 1.0 / t_base, 1.0], ["IAI (online)", t_iai, 1.0 / t_iai, t_iai / t_base]],
+            headers=["model", "s / frame", "FPS", "ratio"],
+            floatfmt=".4f",
+        )
+    )
+
+    state = iai.new_video_state()
+    rss = {}
+    for i in range(args.stream):
+        image, height, width = frames[i % len(frames)]
+        iai.inference_frame(state, image, height, width)
+        if i + 1 in (100, args.stream):
+            rss[i + 1] = peak_rss_mib()
+    print(
+        tabulate(
+            [[n, v, v / rss[100]] for n, v in sorted(rss.items())],
+            headers=["frames streamed", "peak RSS (MiB)", "ratio vs 100 frames"],
+            floatfmt=".1f",
+        )
+    )
+
+    if torch.cuda.is_available():
+        gpu_cfg = load_cfg(os.path.join(REPO, "configs", "youtubevis_2019", "iai_R50_FPN.yaml"), ["MODEL.DEVICE", "cuda", "MODEL.WEIGHTS", ""])
+        model = build_model(gpu_cfg).eval()
+        frame = torch.randint(0, 255, (3, 360, 640), dtype=torch.uint8)
+        seconds = timed(lambda: iai_stream(model, [(frame, 720, 1280)], 50), 3) / 50
+        print(f"GPU {torch.cuda.get_device_name()}: IAI R50-FPN at 360x640: {1.0 / seconds:.1f} FPS")
+
+
+if __name__ == "__main__":
+    main()
