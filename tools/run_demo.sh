@@ -15,7 +15,7 @@ echo "== a few training clips as images: $OUT/clips/"
 "$PY" tools/visualize_clips.py --config-file "$CONFIG" --num-clips 3 --output "$OUT/clips"
 
 echo "== training (resumes if $OUT already holds a checkpoint)"
-"$PY" tools/train_net.py --config-file "$CONFIG" --resume OUTPUT_DIR "$OUT"
+"$PY" tools/train_net.py --config-file "$CONFIG" --resume OUTPUT_DIR "$OUT" DATASETS.TEST "()"
 
 echo "== evaluation on synthetic_vis_val: local mAP, results.json, submission.zip"
 "$PY" tools/train_net.py --config-file "$CONFIG" --eval-only MODEL.WEIGHTS "$OUT/model_final.pth" OUTPUT_DIR "$OUT" \
