@@ -1,0 +1,152 @@
+"""End-to-end training: the tiny config overfits two synthetic videos, 2-process CPU (gloo) training
+through tools/train_net.py, resuming from a checkpoint, and tools/visualize_clips.py."""
+import json
+import math
+import os
+import uuid
+
+import cv2
+import pytest
+import torch
+from detectron2.config import get_cfg
+
+from iai_d2 import add_iai_config
+from iai_d2.data import SYNTHETIC_CATEGORIES, generate_synthetic_vis
+from iai_d2.data.datasets.ytvis import register_ytvis_instances, ytvis_category_metadata
+from iai_d2.engine import IAITrainer
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Training runs deterministic and does not thrash when other processes share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tail(text, lines=40):
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def temp_files(directory):
+    """Leftovers of interrupted atomic writes (tempfile names used by the library)."""
+    return [n for n in os.listdir(directory) if n.startswith(".tmp") or ".partial" in n]
+
+
+def read_metrics(output_dir):
+    with open(os.path.join(output_dir, "metrics.json")) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_tiny_config_overfits_two_videos(overfit_model, e2e_settings):
+    records = read_metrics(overfit_model.output_dir)
+    losses = sorted((r["iteration"], r["total_loss"]) for r in records if "total_loss" in r)
+    # The trainer fixture writes metrics every iteration: one total_loss per iteration.
+    assert [it for it, _ in losses] == list(range(e2e_settings.overfit_iters)), losses[:3]
+    assert all(math.isfinite(v) for _, v in losses)
+    first = sum(v for _, v in losses[:5]) / 5
+    last = sum(v for _, v in losses[-5:]) / 5
+    assert last <= 0.5 * first, (
+        f"total_loss fell only from {first:.3f} (first 5 iterations) to {last:.3f} (last 5)"
+    )
+
+    out = overfit_model.output_dir
+    assert os.path.isfile(overfit_model.weights)
+    with open(os.path.join(out, "last_checkpoint")) as f:
+        assert f.read().strip() == "model_final.pth"
+    with open(os.path.join(out, "loss_curve.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert temp_files(out) == []
+    # The final evaluation (DATASETS.TEST = the two training videos) is logged to metrics.json.
+    final = [r for r in records if "segm/AP" in r]
+    assert final, "no segm/AP in metrics.json: the final evaluation did not run"
+    ap = final[-1]["segm/AP"]
+    assert math.isfinite(ap) and 10.0 <= ap <= 100.0, f"AP on the memorised training videos: {ap}"
+
+
+def test_train_net_two_processes_on_cpu(synthetic_vis_root, run_tool, e2e_settings, tmp_path):
+    out = tmp_path / "ddp"
+    proc = run_tool(
+        "train_net.py", "--num-gpus", 2, "--dist-url", "auto", "--config-file", e2e_settings.config,
+        *e2e_settings.input_opts,
+        "SOLVER.IMS_PER_BATCH", 2, "SOLVER.MAX_ITER", 2, "SOLVER.STEPS", "(100,)",
+        "SOLVER.WARMUP_ITERS", 1, "SOLVER.CHECKPOINT_PERIOD", 100, "OUTPUT_DIR", out,
+        datasets_root=synthetic_vis_root, timeout=420,
+    )
+    assert proc.returncode == 0, f"train_net.py --num-gpus 2 failed:\n{tail(proc.stderr)}"
+    final = out / "model_final.pth"
+    assert final.is_file(), f"no model_final.pth in {sorted(os.listdir(out))}"
+    checkpoint = torch.load(final, map_location="cpu", weights_only=False)
+    assert checkpoint["iteration"] == 1
+    assert any(k.startswith("backbone.association.") for k in checkpoint["model"])
+    assert not any(k.startswith("module.") for k in checkpoint["model"]), "DDP wrapper leaked into keys"
+    with open(out / "log.txt") as f:
+        log = f.read()
+    assert "World size: 2" in log
+    # The final evaluation gathers the predictions of both ranks and scores synthetic_vis_val.
+    assert "copypaste: AP," in log
+    assert (out / "inference" / "submission.zip").is_file()
+    assert temp_files(out) == []
+
+
+def _tiny_train_cfg(tmp_path, e2e_settings, max_iter, output_dir):
+    data = tmp_path / "data"
+    if not (data / "train.json").is_file():
+        generate_synthetic_vis(str(data), num_videos=1, num_frames=4, height=e2e_settings.height,
+                               width=e2e_settings.width, seed=3, num_val_videos=1)
+    name = f"e2e_resume_{uuid.uuid4().hex[:8]}"
+    register_ytvis_instances(name, ytvis_category_metadata(SYNTHETIC_CATEGORIES),
+                             str(data / "train.json"), str(data / "train" / "JPEGImages"))
+    cfg = get_cfg()
+    add_iai_config(cfg)
+    cfg.merge_from_file(e2e_settings.config)
+    cfg.merge_from_list(e2e_settings.input_opts)
+    cfg.merge_from_list([
+        "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", str(max_iter),
+        "SOLVER.STEPS", "(100,)", "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "2",
+        "SOLVER.IMS_PER_BATCH", "1", "OUTPUT_DIR", str(output_dir),
+    ])
+    cfg.freeze()
+    return cfg
+
+
+def test_resume_restores_iteration(tmp_path, e2e_settings):
+    out = tmp_path / "run"
+    trainer = IAITrainer(_tiny_train_cfg(tmp_path, e2e_settings, 4, out))
+    trainer.resume_or_load(resume=False)
+    assert trainer.start_iter == 0
+    trainer.train()
+    names = set(os.listdir(out))
+    assert {"model_0000001.pth", "model_0000003.pth", "model_final.pth", "last_checkpoint"} <= names, names
+    assert temp_files(out) == []
+    with open(out / "last_checkpoint") as f:
+        assert f.read().strip() == "model_final.pth"
+    saved = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)["iteration"]
+    assert saved == 3
+
+    resumed = IAITrainer(_tiny_train_cfg(tmp_path, e2e_settings, 6, out))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == saved + 1
+    assert resumed.scheduler.last_epoch == saved + 1  # the LR schedule continues too
+    first_weight = next(iter(resumed.model.state_dict().values()))
+    assert torch.equal(first_weight, next(iter(trainer.model.state_dict().values())))
+    resumed.train()
+    final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
+    assert final["iteration"] == 5
+    assert "model_0000005.pth" in os.listdir(out)
+    assert temp_files(out) == []
+
+
+def test_visualize_clips_writes_pngs(synthetic_vis_root, run_tool, e2e_settings, tmp_path):
+    out = tmp_path / "clips"
+    proc = run_tool(
+        "visualize_clips.py", "--config-file", e2e_settings.config, "--num-clips", 2,
+        "--output", out, *e2e_settings.input_opts, datasets_root=synthetic_vis_root, timeout=180,
+    )
+    assert proc.returncode == 0, tail(proc.stderr)
+    for i in range(2):
+        image = cv2.imread(str(out / f"clip_{i}.png"))
+        assert image is not None, f"clip_{i}.png missing or unreadable in {sorted(os.listdir(out))}"
+        # One panel per clip frame, side by side.
+        assert image.shape[1] > image.shape[0] > 0
