@@ -4,7 +4,8 @@ Online inference cost of IAI, in one run on the same frames and weights:
 
 1. seconds / frame of IAI (backbone + HAB + heads + ID assignment + memory update) vs the bare
    Detectron2 Mask R-CNN (GeneralizedRCNN with the same weights where they are shared);
-2. peak RSS after 100 vs after 2,000 frames of a synthetic stream (bounded memory => ratio ~1);
+2. peak RSS after 100 vs after 2,000 frames of a synthetic stream (bounded memory => ratio ~1),
+   and the memory held by the association memory, bounded vs unbounded (the paper's);
 3. on a CUDA machine, FPS of the R50 config at 360x640.
 
     python benchmarks/inference.py [--config-file ...] [--weights model_final.pth] [--stream 2000]
@@ -34,6 +35,12 @@ def load_frames(cfg, records):
             image = aug.get_transform(bgr).apply_image(bgr)
             frames.append((torch.as_tensor(image.transpose(2, 0, 1).copy()), bgr.shape[0], bgr.shape[1]))
     return frames
+
+
+def memory_mib(memory) -> float:
+    """Size of the tensors an AssociationMemory holds (global keys/values + local memory), MiB."""
+    tensors = list(memory.global_kv()) + list(memory.local_kv())
+    return sum(t.numel() * t.element_size() for t in tensors) / 2**20
 
 
 def iai_stream(model, frames, num_frames):
@@ -72,9 +79,30 @@ def main():
     missing = baseline.load_state_dict(iai.state_dict(), strict=False)
     assert not missing.missing_keys, missing.missing_keys  # every Mask R-CNN weight comes from IAI
 
+    # Memory first, so that the peak RSS is not set by the timing runs below.
+    rows, bound = [], iai.backbone.max_global
+    for label, max_global in ((f"bounded (MAX_GLOBAL={bound})", bound), ("unbounded (paper)", 10**9)):
+        iai.backbone.max_global = max_global
+        state = iai.new_video_state()
+        for i in range(args.stream):
+            image, height, width = frames[i % len(frames)]
+            iai.inference_frame(state, image, height, width)
+            if i + 1 in (100, args.stream):
+                rows.append([label, i + 1, len(state.memory.global_frames), memory_mib(state.memory), peak_rss_mib()])
+    iai.backbone.max_global = bound
+    print(f"device: {cfg.MODEL.DEVICE}, threads: {torch.get_num_threads()}, weights: {args.weights or 'random init'}")
+    print(
+        tabulate(
+            rows,
+            headers=["global memory", "frames streamed", "frames in memory", "memory tensors (MiB)", "peak RSS (MiB)"],
+            floatfmt=".3f",
+        )
+    )
+    print(f"peak RSS after {args.stream} vs 100 frames (bounded): {rows[1][4] / rows[0][4]:.3f}; "
+          f"memory tensors unbounded / bounded after {args.stream} frames: {rows[3][3] / rows[1][3]:.1f}x")
+
     t_base = timed(lambda: mask_rcnn_frames(baseline, frames, args.frames), args.repeats) / args.frames
     t_iai = timed(lambda: iai_stream(iai, frames, args.frames), args.repeats) / args.frames
-    print(f"device: {cfg.MODEL.DEVICE}, threads: {torch.get_num_threads()}, weights: {args.weights or 'random init'}")
     print(
         tabulate(
             [["Mask R-CNN", t_base, 1.0 / t_base, 1.0], ["IAI (online)", t_iai, 1.0 / t_iai, t_iai / t_base]],
@@ -82,21 +110,8 @@ def main():
             floatfmt=".4f",
         )
     )
-
-    state = iai.new_video_state()
-    rss = {}
-    for i in range(args.stream):
-        image, height, width = frames[i % len(frames)]
-        iai.inference_frame(state, image, height, width)
-        if i + 1 in (100, args.stream):
-            rss[i + 1] = peak_rss_mib()
-    print(
-        tabulate(
-            [[n, v, v / rss[100]] for n, v in sorted(rss.items())],
-            headers=["frames streamed", "peak RSS (MiB)", "ratio vs 100 frames"],
-            floatfmt=".1f",
-        )
-    )
+    print("(Mask R-CNN: per-class NMS and masks for up to TEST.DETECTIONS_PER_IMAGE boxes; IAI: class-agnostic "
+          "NMS and masks for MODEL.IAI.INFERENCE.MAX_PER_FRAME boxes)")
 
     if torch.cuda.is_available():
         gpu_cfg = load_cfg(os.path.join(REPO, "configs", "youtubevis_2019", "iai_R50_FPN.yaml"), ["MODEL.DEVICE", "cuda", "MODEL.WEIGHTS", ""])

@@ -105,6 +105,14 @@ class FrameSink:
             self.writer.write(frame_bgr)
         self.count += 1
 
+    def abort(self) -> None:
+        """Drop a partly written video file."""
+        if self.to_file:
+            if self.writer is not None:
+                self.writer.release()
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
     def close(self) -> None:
         if self.to_file and self.writer is not None:
             self.writer.release()
@@ -119,6 +127,8 @@ def main(argv=None):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    if cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
+        raise SystemExit(f"error: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist")
 
     frames, total, input_fps = open_frames(args.input)
     if args.max_frames:
@@ -127,14 +137,18 @@ def main(argv=None):
     predictor.reset()
     visualizer = VideoVisualizer(predictor.metadata)
     sink = FrameSink(args.output, args.fps or input_fps or 10.0)
-    for index, frame in enumerate(tqdm.tqdm(frames, total=total, unit="frame")):
-        if args.max_frames and index >= args.max_frames:
-            break
-        instances = predictor(frame)
-        instances = instances[instances.scores >= args.confidence_threshold]
-        instances.ID = instances.ID.numpy()  # VideoVisualizer hashes IDs: use values, not tensors
-        drawn = visualizer.draw_instance_predictions(frame[:, :, ::-1], instances)
-        sink.write(drawn.get_image()[:, :, ::-1])
+    try:
+        for index, frame in enumerate(tqdm.tqdm(frames, total=total, unit="frame")):
+            if args.max_frames and index >= args.max_frames:
+                break
+            instances = predictor(frame)
+            instances = instances[instances.scores >= args.confidence_threshold]
+            instances.ID = instances.ID.numpy()  # VideoVisualizer hashes IDs: use values, not tensors
+            drawn = visualizer.draw_instance_predictions(frame[:, :, ::-1], instances)
+            sink.write(drawn.get_image()[:, :, ::-1])
+    except BaseException:
+        sink.abort()
+        raise
     sink.close()
     if sink.count == 0:
         raise SystemExit(f"error: no frame could be read from {args.input}")
