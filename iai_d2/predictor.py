@@ -1,4 +1,7 @@
 """VideoPredictor: a DefaultPredictor-style streaming interface to an IAI model."""
+import logging
+import os
+
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -8,6 +11,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 __all__ = ["VideoPredictor"]
+
+logger = logging.getLogger(__name__)
 
 
 class VideoPredictor:
@@ -28,7 +33,12 @@ class VideoPredictor:
         self.model = build_model(self.cfg)
         self.model.eval()
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
-        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        weights = cfg.MODEL.WEIGHTS
+        if not weights:
+            logger.warning("VideoPredictor: MODEL.WEIGHTS is empty, the model is untrained")
+        elif "://" not in weights and not os.path.isfile(weights):
+            raise FileNotFoundError(f"MODEL.WEIGHTS {weights} does not exist")
+        DetectionCheckpointer(self.model).load(weights)
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):

@@ -127,13 +127,14 @@ def main(argv=None):
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
-    if cfg.MODEL.WEIGHTS and "://" not in cfg.MODEL.WEIGHTS and not os.path.isfile(cfg.MODEL.WEIGHTS):
-        raise SystemExit(f"error: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS} does not exist")
 
     frames, total, input_fps = open_frames(args.input)
     if args.max_frames:
         total = min(total or args.max_frames, args.max_frames)
-    predictor = VideoPredictor(cfg)
+    try:
+        predictor = VideoPredictor(cfg)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
     predictor.reset()
     visualizer = VideoVisualizer(predictor.metadata)
     sink = FrameSink(args.output, args.fps or input_fps or 10.0)
