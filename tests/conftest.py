@@ -14,6 +14,18 @@ def _limit_threads():
     yield
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: training is deterministic and does not thrash when subprocesses share
+    the two cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------------------------------
 # End-to-end fixtures (tests/test_e2e_*.py): scripts run as subprocesses, a synthetic dataset
 # root for the built-in synthetic_vis_{train,val} names, and one tiny model overfitted on two

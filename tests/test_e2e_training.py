@@ -16,13 +16,7 @@ from iai_d2.data.datasets.ytvis import register_ytvis_instances, ytvis_category_
 from iai_d2.engine import IAITrainer
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Training runs deterministic and does not thrash when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tail(text, lines=40):
