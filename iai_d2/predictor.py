@@ -1,6 +1,5 @@
 """VideoPredictor: a DefaultPredictor-style streaming interface to an IAI model."""
 import logging
-import os
 
 import numpy as np
 import torch
@@ -9,6 +8,8 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
+
+from .utils import check_weights
 
 __all__ = ["VideoPredictor"]
 
@@ -33,12 +34,10 @@ class VideoPredictor:
         self.model = build_model(self.cfg)
         self.model.eval()
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
-        weights = cfg.MODEL.WEIGHTS
-        if not weights:
+        check_weights(cfg.MODEL.WEIGHTS)
+        if not cfg.MODEL.WEIGHTS:
             logger.warning("VideoPredictor: MODEL.WEIGHTS is empty, the model is untrained")
-        elif "://" not in weights and not os.path.isfile(weights):
-            raise FileNotFoundError(f"MODEL.WEIGHTS {weights} does not exist")
-        DetectionCheckpointer(self.model).load(weights)
+        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):

@@ -2,7 +2,7 @@
 import os
 import tempfile
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "check_weights"]
 
 
 def atomic_write(path: str, write_fn, mode: str = "wb") -> None:
@@ -25,3 +25,10 @@ def atomic_write(path: str, write_fn, mode: str = "wb") -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def check_weights(weights: str) -> None:
+    """Raise FileNotFoundError if ``weights`` (cfg.MODEL.WEIGHTS) is a local path that does not
+    exist; URLs (``detectron2://``, ``https://``) and the empty string (no weights) pass."""
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        raise FileNotFoundError(f"MODEL.WEIGHTS {weights} does not exist")

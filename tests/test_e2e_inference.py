@@ -213,3 +213,13 @@ def test_demo_reports_missing_file_without_traceback(missing_what, overfit_model
     assert "Traceback" not in proc.stderr, proc.stderr
     assert "error:" in proc.stderr and str(missing) in proc.stderr, proc.stderr
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_train_net_reports_missing_weights_without_traceback(run_tool, e2e_settings, tmp_path):
+    proc = run_tool(
+        "train_net.py", "--config-file", e2e_settings.config, "--eval-only",
+        "MODEL.WEIGHTS", tmp_path / "missing.pth", "OUTPUT_DIR", tmp_path / "out", timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "error: MODEL.WEIGHTS" in proc.stderr and "missing.pth" in proc.stderr, tail(proc.stderr)
+    assert "Traceback" not in proc.stderr, tail(proc.stderr)
