@@ -2,6 +2,8 @@
 # Both set up .venv themselves on a fresh machine; `make setup` is idempotent (stamp file).
 PYTHON_BOOTSTRAP ?= python3.11
 VENV ?= .venv
+# e.g. VENV_ARGS=--system-site-packages to reuse a system-wide Detectron2 (and its torch).
+VENV_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.iai_d2_setup_done
 DEMO_DIR ?= output/demo
@@ -13,7 +15,7 @@ export PYTHONUNBUFFERED := 1
 setup: $(STAMP)
 
 $(STAMP): requirements.txt setup.py tools/install_deps.sh
-	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV_ARGS) $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	bash tools/install_deps.sh $(PY)
 	touch $(STAMP)
