@@ -1,4 +1,5 @@
 """Shared set-up for the benchmark scripts: configs, a synthetic dataset, timing helpers."""
+
 import os
 import resource
 import tempfile

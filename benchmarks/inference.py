@@ -10,6 +10,7 @@ Online inference cost of IAI, in one run on the same frames and weights:
 
     python benchmarks/inference.py [--config-file ...] [--weights model_final.pth] [--stream 2000]
 """
+
 import argparse
 import os
 import sys
@@ -22,7 +23,15 @@ from detectron2.modeling import build_model
 from tabulate import tabulate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import REPO, TINY_CONFIG, as_mask_rcnn, load_cfg, peak_rss_mib, synthetic_videos, timed  # noqa: E402
+from common import (
+    REPO,
+    TINY_CONFIG,
+    as_mask_rcnn,
+    load_cfg,
+    peak_rss_mib,
+    synthetic_videos,
+    timed,
+)  # noqa: E402
 
 
 def load_frames(cfg, records):
@@ -58,7 +67,9 @@ def mask_rcnn_frames(model, frames, num_frames):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", default=TINY_CONFIG)
     parser.add_argument("--weights", default="", help="IAI checkpoint (default: random init)")
     parser.add_argument("--frames", type=int, default=24, help="frames per timed run")
@@ -88,18 +99,30 @@ def main():
             image, height, width = frames[i % len(frames)]
             iai.inference_frame(state, image, height, width)
             if i + 1 in (100, args.stream):
-                rows.append([label, i + 1, len(state.memory.global_frames), memory_mib(state.memory), peak_rss_mib()])
+                rows.append(
+                    [label, i + 1, len(state.memory.global_frames), memory_mib(state.memory), peak_rss_mib()]
+                )
     iai.backbone.max_global = bound
-    print(f"device: {cfg.MODEL.DEVICE}, threads: {torch.get_num_threads()}, weights: {args.weights or 'random init'}")
+    print(
+        f"device: {cfg.MODEL.DEVICE}, threads: {torch.get_num_threads()}, weights: {args.weights or 'random init'}"
+    )
     print(
         tabulate(
             rows,
-            headers=["global memory", "frames streamed", "frames in memory", "memory tensors (MiB)", "peak RSS (MiB)"],
+            headers=[
+                "global memory",
+                "frames streamed",
+                "frames in memory",
+                "memory tensors (MiB)",
+                "peak RSS (MiB)",
+            ],
             floatfmt=".3f",
         )
     )
-    print(f"peak RSS after {args.stream} vs 100 frames (bounded): {rows[1][4] / rows[0][4]:.3f}; "
-          f"memory tensors unbounded / bounded after {args.stream} frames: {rows[3][3] / rows[1][3]:.1f}x")
+    print(
+        f"peak RSS after {args.stream} vs 100 frames (bounded): {rows[1][4] / rows[0][4]:.3f}; "
+        f"memory tensors unbounded / bounded after {args.stream} frames: {rows[3][3] / rows[1][3]:.1f}x"
+    )
 
     t_base = timed(lambda: mask_rcnn_frames(baseline, frames, args.frames), args.repeats) / args.frames
     t_iai = timed(lambda: iai_stream(iai, frames, args.frames), args.repeats) / args.frames
@@ -110,11 +133,16 @@ def main():
             floatfmt=".4f",
         )
     )
-    print("(Mask R-CNN: per-class NMS and masks for up to TEST.DETECTIONS_PER_IMAGE boxes; IAI: class-agnostic "
-          "NMS and masks for MODEL.IAI.INFERENCE.MAX_PER_FRAME boxes)")
+    print(
+        "(Mask R-CNN: per-class NMS and masks for up to TEST.DETECTIONS_PER_IMAGE boxes; IAI: class-agnostic "
+        "NMS and masks for MODEL.IAI.INFERENCE.MAX_PER_FRAME boxes)"
+    )
 
     if torch.cuda.is_available():
-        gpu_cfg = load_cfg(os.path.join(REPO, "configs", "youtubevis_2019", "iai_R50_FPN.yaml"), ["MODEL.DEVICE", "cuda", "MODEL.WEIGHTS", ""])
+        gpu_cfg = load_cfg(
+            os.path.join(REPO, "configs", "youtubevis_2019", "iai_R50_FPN.yaml"),
+            ["MODEL.DEVICE", "cuda", "MODEL.WEIGHTS", ""],
+        )
         model = build_model(gpu_cfg).eval()
         frame = torch.randint(0, 255, (3, 360, 640), dtype=torch.uint8)
         seconds = timed(lambda: iai_stream(model, [(frame, 720, 1280)], 50), 3) / 50

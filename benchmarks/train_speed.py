@@ -7,6 +7,7 @@ mapper); Mask R-CNN gets the B*T frames as one image batch. Prints seconds per c
 
     python benchmarks/train_speed.py [--config-file configs/synthetic/iai_tiny.yaml] [--iters 5]
 """
+
 import argparse
 import os
 import sys
@@ -33,7 +34,9 @@ def train_step(model, optimizer, batch):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", default=TINY_CONFIG)
     parser.add_argument("--iters", type=int, default=5, help="timed iterations per model (median reported)")
     parser.add_argument("--clips", type=int, default=2, help="clips per iteration (B)")
@@ -44,7 +47,9 @@ def main():
     torch.manual_seed(0)
     records, _ = synthetic_videos(args.clips, 12, 128, 160)
     clips = [YTVISClipDatasetMapper(cfg, is_train=True)(r) for r in records[: args.clips]]
-    frames = [{"image": img, "instances": inst} for c in clips for img, inst in zip(c["image"], c["instances"])]
+    frames = [
+        {"image": img, "instances": inst} for c in clips for img, inst in zip(c["image"], c["instances"])
+    ]
     num_frames = len(frames)
 
     rows = []

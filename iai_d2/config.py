@@ -6,6 +6,7 @@ Usage::
     add_iai_config(cfg)
     cfg.merge_from_file("configs/synthetic/iai_tiny.yaml")
 """
+
 from detectron2.config import CfgNode as CN
 
 

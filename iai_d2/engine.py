@@ -1,4 +1,5 @@
 """Training engine: the IAI trainer (a DefaultTrainer), its optimizer, atomic checkpoints, loss plot."""
+
 import logging
 import os
 import weakref
@@ -107,7 +108,9 @@ class IAITrainer(DefaultTrainer):
             find_unused_parameters=True,
             device_ids=[comm.get_local_rank()] if on_cuda else None,
         )
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(
+            model, data_loader, optimizer
+        )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
@@ -133,7 +136,9 @@ class IAITrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         if not hasattr(MetadataCatalog.get(dataset_name), "json_file"):
             resolve_ytvis_paths(dataset_name)  # built-in splits pick their layout on first use
-        return YTVISEvaluator(dataset_name, output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"))
+        return YTVISEvaluator(
+            dataset_name, output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        )
 
     @classmethod
     def build_optimizer(cls, cfg, model):

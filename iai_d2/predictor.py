@@ -1,4 +1,5 @@
 """VideoPredictor: a DefaultPredictor-style streaming interface to an IAI model."""
+
 import logging
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Small file utilities shared by the package."""
+
 import os
 import tempfile
 

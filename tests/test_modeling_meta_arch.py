@@ -1,4 +1,5 @@
 """IAIRCNN on hand-built clips: a training step, the ID-capacity error, per-frame inference."""
+
 import os
 
 import pytest
@@ -36,8 +37,12 @@ def make_clip(video_id, slots_per_frame, height=96, width=128):
         inst.gt_classes = torch.tensor([s % 4 for s in slots], dtype=torch.long)
         inst.gt_ids = torch.tensor(slots, dtype=torch.long)
         instances.append(inst)
-    return {"video_id": video_id, "frame_indices": list(range(len(slots_per_frame))), "image": images,
-            "instances": instances}
+    return {
+        "video_id": video_id,
+        "frame_indices": list(range(len(slots_per_frame))),
+        "image": images,
+        "instances": instances,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +61,11 @@ def test_training_step_gives_finite_losses_and_gradients_on_id_modules(model):
     model.zero_grad()
     sum(losses.values()).backward()
     association = model.backbone.association
-    for name, param in [("id_bank", association.id_bank.conv.weight), ("hab", association.hab.linear_v.weight),
-                        ("id_predictor", model.roi_heads.id_predictor.weight)]:
+    for name, param in [
+        ("id_bank", association.id_bank.conv.weight),
+        ("hab", association.hab.linear_v.weight),
+        ("id_predictor", model.roi_heads.id_predictor.weight),
+    ]:
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 

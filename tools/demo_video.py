@@ -8,6 +8,7 @@ instances with Detectron2's VideoVisualizer (one stable colour per identity).
     python tools/demo_video.py ... --input frames_dir/ --output out_dir/
     python tools/demo_video.py ... --input webcam --output out.mp4 --max-frames 300
 """
+
 import argparse
 import glob
 import os
@@ -31,7 +32,9 @@ def get_parser():
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--input", required=True, help="a video file, a folder of frames, or 'webcam'")
     parser.add_argument("--output", required=True, help="an .mp4/.avi file, or a folder for JPEG frames")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5, help="hide instances below this score")
+    parser.add_argument(
+        "--confidence-threshold", type=float, default=0.5, help="hide instances below this score"
+    )
     parser.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0 = all)")
     parser.add_argument("--fps", type=float, default=0, help="output fps (default: the input's, else 10)")
     parser.add_argument("--opts", default=[], nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
@@ -41,7 +44,9 @@ def get_parser():
 def open_frames(source: str):
     """Returns (iterator of BGR frames, number of frames or None, fps or None); clear errors on bad input."""
     if os.path.isdir(source):
-        files = sorted(f for f in glob.glob(os.path.join(source, "*")) if f.lower().endswith(IMAGE_EXTENSIONS))
+        files = sorted(
+            f for f in glob.glob(os.path.join(source, "*")) if f.lower().endswith(IMAGE_EXTENSIONS)
+        )
         if not files:
             raise SystemExit(f"error: no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {source}")
 

@@ -7,6 +7,7 @@ Train or evaluate IAI with Detectron2's launcher.
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file ... --resume
 """
+
 import os
 import sys
 
@@ -37,7 +38,9 @@ def main(args):
         check_weights(cfg.MODEL.WEIGHTS)
     if args.eval_only:
         model = IAITrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
         results = IAITrainer.test(cfg, model)
         if comm.is_main_process() and results:
             from detectron2.evaluation import verify_results

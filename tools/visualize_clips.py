@@ -5,6 +5,7 @@ one row per clip, one panel per frame, each instance coloured and labelled by it
 
     python tools/visualize_clips.py --config-file configs/synthetic/iai_tiny.yaml --num-clips 3 --output out/
 """
+
 import argparse
 import os
 
@@ -18,8 +19,18 @@ from iai_d2 import add_iai_config
 from iai_d2.data.clip_mapper import YTVISClipDatasetMapper
 
 SLOT_COLORS = np.array(
-    [[0.9, 0.1, 0.1], [0.1, 0.7, 0.1], [0.1, 0.3, 0.9], [0.9, 0.7, 0.1], [0.7, 0.1, 0.8],
-     [0.1, 0.8, 0.8], [1.0, 0.5, 0.0], [0.5, 0.5, 0.5], [0.4, 0.2, 0.0], [0.0, 0.0, 0.4]]
+    [
+        [0.9, 0.1, 0.1],
+        [0.1, 0.7, 0.1],
+        [0.1, 0.3, 0.9],
+        [0.9, 0.7, 0.1],
+        [0.7, 0.1, 0.8],
+        [0.1, 0.8, 0.8],
+        [1.0, 0.5, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.4, 0.2, 0.0],
+        [0.0, 0.0, 0.4],
+    ]
 )
 
 
@@ -44,7 +55,9 @@ def draw_clip(clip, metadata, input_format):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--num-clips", type=int, default=3)
     parser.add_argument("--output", required=True, help="folder for clip_<i>.png")
@@ -62,7 +75,9 @@ def main():
     mapper = YTVISClipDatasetMapper(cfg, is_train=True)
     rng = np.random.default_rng(args.seed)
     os.makedirs(args.output, exist_ok=True)
-    for i, video_index in enumerate(rng.choice(len(videos), size=min(args.num_clips, len(videos)), replace=False)):
+    for i, video_index in enumerate(
+        rng.choice(len(videos), size=min(args.num_clips, len(videos)), replace=False)
+    ):
         strip = draw_clip(mapper(videos[int(video_index)]), metadata, cfg.INPUT.FORMAT)
         path = os.path.join(args.output, f"clip_{i}.png")
         cv2.imwrite(path, strip[:, :, ::-1])

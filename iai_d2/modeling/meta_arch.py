@@ -1,4 +1,5 @@
 """IAIRCNN: Mask R-CNN turned into an online video instance segmenter (Instance As Identity)."""
+
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -131,7 +132,9 @@ class IAIRCNN(GeneralizedRCNN):
         images = self.preprocess_image(frames)
         gt = [[self._move_to_current_device(c["instances"][t]) for c in clips] for t in range(num_frames)]
         # slots[b][t]: memory slot of every instance of clip b in frame t; id_targets alike.
-        slots = [self._clip_slots(c, [gt[t][b].gt_ids for t in range(num_frames)]) for b, c in enumerate(clips)]
+        slots = [
+            self._clip_slots(c, [gt[t][b].gt_ids for t in range(num_frames)]) for b, c in enumerate(clips)
+        ]
         id_targets = [clip_id_targets(s, self.num_ids) for s in slots]
 
         bottom_up = self.backbone.bottom_up(images.tensor)
@@ -208,7 +211,9 @@ class IAIRCNN(GeneralizedRCNN):
         first_frame = state.frame_idx == 0
         images = self.preprocess_image([{"image": image}])
         padded_size = tuple(images.tensor.shape[-2:])
-        features = self.backbone.top_down(self.backbone.associate(self.backbone.bottom_up(images.tensor), state.memory))
+        features = self.backbone.top_down(
+            self.backbone.associate(self.backbone.bottom_up(images.tensor), state.memory)
+        )
         proposals, _ = self.proposal_generator(images, features, None)
         detections = self.roi_heads.inference_frame(features, proposals, first_frame)[0]
         detections = detector_postprocess(detections, height, width, self.mask_threshold)
