@@ -3,7 +3,7 @@
 import os
 import tempfile
 
-__all__ = ["atomic_write", "check_weights"]
+__all__ = ["atomic_write", "check_weights", "json_rle"]
 
 
 def atomic_write(path: str, write_fn, mode: str = "wb") -> None:
@@ -33,3 +33,14 @@ def check_weights(weights: str) -> None:
     exist; URLs (``detectron2://``, ``https://``) and the empty string (no weights) pass."""
     if weights and "://" not in weights and not os.path.isfile(weights):
         raise FileNotFoundError(f"MODEL.WEIGHTS {weights} does not exist")
+
+
+def json_rle(rle):
+    """A JSON-serialisable copy of a compressed RLE ({"size", "counts"}; bytes counts -> str),
+    or None for None."""
+    if rle is None:
+        return None
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    return {"size": [int(s) for s in rle["size"]], "counts": counts}

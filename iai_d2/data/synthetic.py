@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
+from ..utils import json_rle
 from .datasets.ytvis import SYNTHETIC_CATEGORIES, save_ytvis_json
 
 __all__ = ["SYNTHETIC_CATEGORIES", "SyntheticVideo", "generate_synthetic_vis"]
@@ -233,8 +234,7 @@ class SyntheticVideo:
 
 
 def _encode(mask):
-    rle = mask_util.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+    return json_rle(mask_util.encode(np.asfortranarray(mask.astype(np.uint8))))
 
 
 def _write_split(out_dir, split, num_videos, num_frames, height, width, seed, occlusion):

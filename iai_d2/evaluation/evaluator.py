@@ -11,7 +11,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
-from ..utils import atomic_write
+from ..utils import atomic_write, json_rle
 from .ytvis_eval import (
     evaluate,
     load_ground_truth,
@@ -42,16 +42,6 @@ def write_submission(results, output_dir):
     atomic_write(json_path, lambda f: f.write(data))
     atomic_write(zip_path, write_zip)
     return json_path, zip_path
-
-
-def _json_rle(seg):
-    """A JSON-serialisable copy of one frame's RLE (bytes counts -> str), or None."""
-    if seg is None:
-        return None
-    counts = seg["counts"]
-    if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
-    return {"size": [int(s) for s in seg["size"]], "counts": counts}
 
 
 class YTVISEvaluator(DatasetEvaluator):
@@ -100,7 +90,7 @@ class YTVISEvaluator(DatasetEvaluator):
                     "video_id": video_id,
                     "score": float(pred["score"]),
                     "category_id": self._contiguous_to_dataset[cat],
-                    "segmentations": [_json_rle(s) for s in pred["segmentations"]],
+                    "segmentations": [json_rle(s) for s in pred["segmentations"]],
                 })
 
     def evaluate(self):

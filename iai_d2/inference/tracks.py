@@ -5,6 +5,8 @@ import numpy as np
 import pycocotools.mask as mask_util
 import torch
 
+from ..utils import json_rle
+
 __all__ = ["VideoTrackAggregator"]
 
 
@@ -92,11 +94,11 @@ class VideoTrackAggregator:
                 raise ValueError(
                     f"VideoTrackAggregator: frame {frame_idx}: invalid track id {track_id}"
                 )
-            frames = self._rles.get(track_id, {})
-            if frames and max(frames) >= frame_idx:
+            # Frames arrive in order (checked above), so a repeat can only be this same frame.
+            if frame_idx in self._rles.get(track_id, {}):
                 raise ValueError(
                     f"VideoTrackAggregator: frame {frame_idx}: track {track_id} was already "
-                    f"added at frame {max(frames)}"
+                    f"added at frame {frame_idx}"
                 )
         if len(set(track_ids)) != num_dets:
             raise ValueError(
@@ -110,8 +112,7 @@ class VideoTrackAggregator:
         rles = mask_util.encode(masks_np)  # K RLEs of a (H, W, K) Fortran array
         probs = class_probs.detach().cpu().double().numpy()
         for track_id, rle, prob in zip(track_ids, rles, probs):
-            rle = {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
-            self._rles.setdefault(track_id, {})[frame_idx] = rle
+            self._rles.setdefault(track_id, {})[frame_idx] = json_rle(rle)
             self._score_sums[track_id] = self._score_sums.get(track_id, 0.0) + prob
 
     def results(self) -> List[dict]:

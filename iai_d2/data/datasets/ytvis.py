@@ -15,7 +15,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils.colormap import colormap
 from detectron2.utils.file_io import PathManager
 
-from ...utils import atomic_write
+from ...utils import atomic_write, json_rle
 
 __all__ = [
     "YTVIS_2019_CATEGORIES",
@@ -95,9 +95,7 @@ def _segmentation_record(segm, height, width, where):
             )
         if isinstance(segm["counts"], list):
             segm = mask_util.frPyObjects(segm, height, width)
-        if isinstance(segm["counts"], bytes):
-            segm = {"size": [height, width], "counts": segm["counts"].decode("ascii")}
-        return segm
+        return json_rle(segm)
     if isinstance(segm, list):
         return segm
     raise ValueError(f"{where}: segmentation must be an RLE dict or polygons, got {type(segm)}")
