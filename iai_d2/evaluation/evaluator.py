@@ -12,15 +12,7 @@ from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
 
 from ..utils import atomic_write, json_rle
-from .ytvis_eval import (
-    evaluate,
-    load_ground_truth,
-    load_results,
-    per_category_table,
-    read_json,
-    summary_table,
-    validate_results,
-)
+from .ytvis_eval import evaluate, load_ground_truth, load_results, per_category_table, summary_table
 
 logger = logging.getLogger(__name__)
 
@@ -101,21 +93,20 @@ class YTVISEvaluator(DatasetEvaluator):
             predictions = list(itertools.chain(*comm.gather(predictions, dst=0)))
             if not comm.is_main_process():
                 return {}
-        gt_json = read_json(PathManager.get_local_path(self._json_file), "ground-truth")
-        validate_results(predictions, gt_json)
-        num_missing = len(gt_json["videos"]) - len({p["video_id"] for p in predictions})
+        gt = load_ground_truth(PathManager.get_local_path(self._json_file))
+        tracks = load_results(predictions, gt)  # validates every entry before anything is written
+        num_missing = len(gt.videos) - len({p["video_id"] for p in predictions})
         if num_missing:
-            logger.warning(f"{num_missing} of {len(gt_json['videos'])} videos of "
+            logger.warning(f"{num_missing} of {len(gt.videos)} videos of "
                            f"{self._dataset_name} have no prediction")
         if self._output_dir:
             paths = write_submission(predictions, self._output_dir)
             logger.info(f"Wrote {len(predictions)} predicted tracks to {paths[0]} and {paths[1]}")
-        if not gt_json.get("annotations"):
+        if not gt.has_annotations:
             logger.info(f"{self._dataset_name} has no ground-truth annotations; nothing scored "
                         "(submit submission.zip to the evaluation server)")
             return {}
-        gt = load_ground_truth(gt_json)
-        metrics = evaluate(gt, load_results(predictions, gt))
+        metrics = evaluate(gt, tracks)
         logger.info(f"YTVIS segm results on {self._dataset_name}:\n" + summary_table(metrics))
         logger.info("Per-category segm AP:\n" + per_category_table(metrics))
         segm = OrderedDict(metrics.summary)

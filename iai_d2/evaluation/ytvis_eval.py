@@ -27,6 +27,8 @@ import numpy as np
 from pycocotools import mask as mask_util
 from tabulate import tabulate
 
+from ..utils import check_ytvis_json
+
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 MAX_DETS = (1, 10, 100)
@@ -44,7 +46,7 @@ VideoInfo = namedtuple("VideoInfo", ["length", "height", "width"])
 class Track:
     """One video-level instance: a GT annotation or a predicted track.
 
-    rles: per frame, a compressed RLE dict (bytes counts) or None (absent or empty mask).
+    rles: per frame, a compressed RLE dict (str or bytes counts) or None (absent or empty mask).
     areas: (L,) int64 pixel count per frame, 0 where absent.
     avg_area: mean of the non-zero frame areas (0 if none); decides the area range.
     """
@@ -129,31 +131,42 @@ def _check_rle(seg, info, where, t):
 
 
 def _frame_rle(seg, info, where, t, allow_polygons):
-    """Compressed RLE (bytes counts) of frame ``t``'s segmentation, or None when absent."""
+    """Compressed RLE (str or bytes counts, as given) of frame ``t``'s segmentation, or None when absent."""
     if not seg:  # None, [] and {} mean "absent", as in the official `if seg`
         return None
     if allow_polygons and isinstance(seg, list):
         return mask_util.merge(mask_util.frPyObjects(seg, info.height, info.width))
     _check_rle(seg, info, where, t)
-    counts = seg["counts"]
-    if isinstance(counts, list):
+    if isinstance(seg["counts"], list):
         return mask_util.frPyObjects(seg, info.height, info.width)
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    return {"size": [info.height, info.width], "counts": counts}
+    return {"size": [info.height, info.width], "counts": seg["counts"]}
 
 
 def _make_track(video_id, category_id, score, iscrowd, segs, info, where, allow_polygons,
                 area_hint=None):
     """Build a Track; ``area_hint`` (json per-frame areas) overrides the mask areas for avg_area.
 
-    ``where`` names the entry in errors and has a ``{t}`` field for the frame.
+    ``where`` names the entry in errors and has a ``{t}`` field for the frame. Compressed RLE dicts
+    of the video's size are kept as they are (no copy); a frame area above height x width means
+    corrupt counts.
     """
-    rles = [_frame_rle(s, info, where, t, allow_polygons) for t, s in enumerate(segs)]
+    size = [info.height, info.width]
+    rles = [None] * len(segs)
+    for t, seg in enumerate(segs):
+        if not seg:
+            continue
+        if type(seg) is dict and type(seg.get("counts")) is str and seg.get("size") == size:
+            rles[t] = seg
+        else:
+            rles[t] = _frame_rle(seg, info, where, t, allow_polygons)
     present = [t for t, r in enumerate(rles) if r is not None]
     areas = np.zeros(len(rles), dtype=np.int64)
     if present:
         areas[present] = mask_util.area([rles[t] for t in present])
+        bad = np.flatnonzero((areas < 0) | (areas > info.height * info.width))
+        if bad.size:
+            raise ValueError(f"{where.format(t=int(bad[0]))}: corrupt RLE counts (mask area "
+                             f"{int(areas[bad[0]])} outside [0, {info.height * info.width}])")
     rles = [r if a > 0 else None for r, a in zip(rles, areas)]
     nonzero = areas[areas > 0]
     if area_hint is not None and len(area_hint) == len(segs):
@@ -162,14 +175,34 @@ def _make_track(video_id, category_id, score, iscrowd, segs, info, where, allow_
     return Track(video_id, category_id, float(score), bool(iscrowd), rles, areas, avg_area)
 
 
+# Compressed RLE counts use the characters chr(48) .. chr(111) ("0" .. "o").
+_RLE_CHARS = bytes(range(48, 112))
+
+
+def _check_counts_alphabet(tracks, where_of):
+    """Raise ValueError naming the track and frame if a string RLE has characters outside "0".."o".
+
+    One pass over all strings at once (the common, valid case costs a join and a translate).
+    ``where_of(k)`` is the message prefix (with a ``{t}`` field) of ``tracks[k]``.
+    """
+    strings = [r["counts"] for tr in tracks for r in tr.rles if r is not None and type(r["counts"]) is str]
+    if not "".join(strings).encode("latin-1", "replace").translate(None, _RLE_CHARS):
+        return
+    for k, tr in enumerate(tracks):
+        for t, r in enumerate(tr.rles):
+            counts = r["counts"] if r is not None else b""
+            if type(counts) is str and counts.encode("latin-1", "replace").translate(None, _RLE_CHARS):
+                raise ValueError(f"{where_of(k).format(t=t)}: corrupt RLE counts (characters outside "
+                                 "'0'..'o' of the COCO compressed RLE alphabet)")
+
+
 def load_ground_truth(source):
     """Load a YTVIS/OVIS json (path or dict). ``annotations`` may be missing or null.
 
     Segmentations may be polygons, uncompressed or compressed RLE, or null per frame.
     """
     gt_json = read_json(source, "ground-truth")
-    if not isinstance(gt_json, dict):
-        raise ValueError(f"the ground truth must be a json object, got {type(gt_json).__name__}")
+    check_ytvis_json(gt_json, os.fspath(source) if isinstance(source, (str, os.PathLike)) else "ground truth")
     try:
         return _parse_ground_truth(gt_json)
     except (KeyError, TypeError) as e:
@@ -182,7 +215,7 @@ def _parse_ground_truth(gt_json):
     categories = OrderedDict(
         sorted((int(c["id"]), str(c.get("name", c["id"]))) for c in gt_json.get("categories") or [])
     )
-    tracks = []
+    tracks, ann_ids = [], []
     for i, ann in enumerate(gt_json.get("annotations") or []):
         vid, cat = int(ann["video_id"]), int(ann["category_id"])
         ann_id = ann.get("id", i)
@@ -196,13 +229,20 @@ def _parse_ground_truth(gt_json):
             raise ValueError(f"{where}: {len(segs)} segmentations for a video of "
                              f"{videos[vid].length} frames")
         tracks.append(_make_track(vid, cat, 1.0, ann.get("iscrowd", 0), segs, videos[vid],
-                                  f"ground-truth annotation {ann_id} (video {vid}, frame {{t}})", True,
-                                  ann.get("areas")))
+                                  _gt_where(ann_id, vid), True, ann.get("areas")))
+        ann_ids.append(ann_id)
+    _check_counts_alphabet(tracks, lambda k: _gt_where(ann_ids[k], tracks[k].video_id))
     return GroundTruth(videos, categories, tracks, bool(tracks))
 
 
+def _gt_where(ann_id, video_id):
+    """Error-message prefix for frame ``{t}`` of a ground-truth annotation."""
+    return f"ground-truth annotation {ann_id} (video {video_id}, frame {{t}})"
+
+
 def _check_result(i, r, videos, category_ids):
-    """Validate one result entry; returns its VideoInfo. Raises ValueError naming the video."""
+    """Validate one result entry (its RLEs are checked by ``_make_track``); returns its VideoInfo.
+    Raises ValueError naming the video."""
     if not isinstance(r, dict) or not {"video_id", "category_id", "score", "segmentations"} <= set(r):
         raise ValueError(f"result {i}: expected a dict with video_id, category_id, score and "
                          "segmentations")
@@ -221,10 +261,6 @@ def _check_result(i, r, videos, category_ids):
         n = len(segs) if isinstance(segs, list) else type(segs).__name__
         raise ValueError(f"result {i} (video {vid}): {n} segmentations for a video of "
                          f"{info.length} frames")
-    where = _result_where(i, vid)
-    for t, seg in enumerate(segs):
-        if seg is not None:
-            _check_rle(seg, info, where, t)
     return info
 
 
@@ -237,14 +273,9 @@ def validate_results(results, gt_json_dict):
     """Check a YTVIS submission against its split; raises ValueError naming the video (and frame).
 
     Every entry needs a known ``video_id`` and ``category_id``, a finite score in [0, 1] and exactly
-    ``length`` segmentations, each null or an RLE of size [height, width].
+    ``length`` segmentations, each null or an RLE of size [height, width] with valid counts.
     """
-    if not isinstance(results, list):
-        raise ValueError(f"results must be a list of dicts, got {type(results).__name__}")
-    videos = index_videos(gt_json_dict)
-    category_ids = {int(c["id"]) for c in gt_json_dict.get("categories") or []}
-    for i, r in enumerate(results):
-        _check_result(i, r, videos, category_ids)
+    load_results(results, load_ground_truth(gt_json_dict))
 
 
 def load_results(source, gt):
@@ -260,26 +291,37 @@ def load_results(source, gt):
         info = _check_result(i, r, gt.videos, gt.categories)
         tracks.append(_make_track(r["video_id"], r["category_id"], r["score"], False,
                                   r["segmentations"], info, _result_where(i, r["video_id"]), False))
+    _check_counts_alphabet(tracks, lambda k: _result_where(k, tracks[k].video_id))
     return tracks
 
 
 # -------------------------------------------------------------------------------------- matching
 def video_iou(dets, gts):
-    """(D, G) video IoU between tracks of one video: sum_t intersection / sum_t union."""
+    """(D, G) video IoU between tracks of one video: sum_t intersection / sum_t union.
+
+    One ``mask_util.iou`` call per frame where both sides have masks.
+    """
     d_area = np.stack([d.areas for d in dets]).astype(np.float64)  # (D, L)
     g_area = np.stack([g.areas for g in gts]).astype(np.float64)  # (G, L)
     inter = np.zeros((len(dets), len(gts)))
-    both = (d_area > 0).any(axis=0) & (g_area > 0).any(axis=0)
-    for t in np.flatnonzero(both):
-        di, gi = np.flatnonzero(d_area[:, t]), np.flatnonzero(g_area[:, t])
-        if di.size == 0 or gi.size == 0:
+    det_at, gt_at = _tracks_per_frame(d_area), _tracks_per_frame(g_area)
+    crowd = np.ones(len(gts), dtype=np.uint8)
+    for t, (di, gi) in enumerate(zip(det_at, gt_at)):
+        if not di or not gi:
             continue
         # crowd mode: iou = |d & g| / |d|
-        ratio = mask_util.iou([dets[i].rles[t] for i in di], [gts[j].rles[t] for j in gi],
-                              np.ones(gi.size, dtype=np.uint8))
+        ratio = mask_util.iou([dets[i].rles[t] for i in di], [gts[j].rles[t] for j in gi], crowd[: len(gi)])
         inter[np.ix_(di, gi)] += np.rint(ratio * d_area[di, t, None])
     union = d_area.sum(axis=1)[:, None] + g_area.sum(axis=1)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _tracks_per_frame(areas):
+    """For each frame of ``areas`` (N, L), the list of track indices with a mask there."""
+    per_frame = [[] for _ in range(areas.shape[1])]
+    for i, t in zip(*np.nonzero(areas)):
+        per_frame[t].append(int(i))
+    return per_frame
 
 
 def _outside(avg_areas):

@@ -15,7 +15,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils.colormap import colormap
 from detectron2.utils.file_io import PathManager
 
-from ...utils import atomic_write, json_rle
+from ...utils import atomic_write, check_ytvis_json, json_rle
 
 __all__ = [
     "YTVIS_2019_CATEGORIES",
@@ -177,6 +177,26 @@ def _add_track(record, ann, contiguous_id, json_file):
         )
 
 
+def _add_annotations(records, annotations, contiguous_id, json_file):
+    """Add every annotation (a track) to its video record; annotation ids must be unique, since the
+    id is the track identity the clip mapper turns into memory slots."""
+    for record in records.values():
+        record["annotations"] = [[] for _ in range(record["length"])]
+    seen = {}
+    for ann in annotations:
+        if ann["video_id"] not in records:
+            raise ValueError(
+                f"{json_file}: annotation id {ann['id']} refers to unknown video id {ann['video_id']}"
+            )
+        if ann["id"] in seen:
+            raise ValueError(
+                f"{json_file}: duplicate annotation id {ann['id']} (videos {seen[ann['id']]} and "
+                f"{ann['video_id']}); each track needs its own id"
+            )
+        seen[ann["id"]] = ann["video_id"]
+        _add_track(records[ann["video_id"]], ann, contiguous_id, json_file)
+
+
 def load_ytvis_json(json_file, image_root, dataset_name=None):
     """
     Load a YouTube-VIS 2019/2021 or OVIS json as Detectron2 dataset records, one per video.
@@ -196,20 +216,18 @@ def load_ytvis_json(json_file, image_root, dataset_name=None):
     if not PathManager.isfile(json_file):
         raise FileNotFoundError(f"YouTube-VIS json not found: {json_file}")
     with PathManager.open(json_file) as f:
-        data = json.load(f)
-    records = _video_records(data, json_file, image_root)
-    annotations = data.get("annotations")
-    if annotations is not None:
-        contiguous_id = _category_map(data, json_file, dataset_name)
-        for record in records.values():
-            record["annotations"] = [[] for _ in range(record["length"])]
-        for ann in annotations:
-            if ann["video_id"] not in records:
-                raise ValueError(
-                    f"{json_file}: annotation id {ann['id']} refers to unknown video id "
-                    f"{ann['video_id']}"
-                )
-            _add_track(records[ann["video_id"]], ann, contiguous_id, json_file)
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{json_file} is not valid JSON (truncated or corrupt?): {e}") from None
+    check_ytvis_json(data, json_file)
+    try:
+        records = _video_records(data, json_file, image_root)
+        annotations = data.get("annotations")
+        if annotations is not None:
+            _add_annotations(records, annotations, _category_map(data, json_file, dataset_name), json_file)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{json_file}: malformed video or annotation ({type(e).__name__}: {e})") from None
     logger.info(f"Loaded {len(records)} videos from {json_file}")
     return list(records.values())
 
