@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from iai_d2.modeling.identification import IDBank, build_id_mask, clip_id_targets
+from iai_d2.modeling.identification import (
+    IDBank,
+    build_id_mask,
+    first_appearance_slots,
+    id_targets,
+    perturb_masks,
+)
 
 
 def _long(*values):
@@ -11,7 +17,7 @@ def _long(*values):
 def test_id_bank_shapes_and_empty_embedding():
     torch.manual_seed(0)
     bank = IDBank(num_ids=5, dim=16, stride=32)
-    assert bank.conv.kernel_size == (33, 33) and bank.conv.padding == (16, 16)
+    assert bank.conv.kernel_size == (33, 33)  # the released checkpoint's shape still loads
     Y = torch.zeros(2, 6, 128, 160)
     Y[:, 5] = 1.0
     assert bank(Y).shape == (2, 16, 4, 5)
@@ -61,21 +67,54 @@ def test_build_id_mask_rejects_bad_input():
         build_id_mask([m], [_long(0, 1)], num_ids=4, padded_size=(4, 4))
 
 
-def test_clip_id_targets_appear_vanish_reappear_new():
-    N = 6
-    new = N - 1
-    slots = [
-        _long(0, 1),  # frame 0: both new
-        _long(1),  # slot 0 vanishes, slot 1 tracked
-        _long(2, 1),  # slot 2 appears mid-clip
-        _long(0, 2),  # slot 0 reappears after a gap, slot 1 vanishes
-        _long(),  # empty frame
-        _long(1, 3),  # slot 1 reappears, slot 3 new
-    ]
-    targets = clip_id_targets(slots, N)
-    expected = [_long(new, new), _long(1), _long(new, 1), _long(0, 2), _long(), _long(1, new)]
-    assert len(targets) == len(expected)
-    for t, e in zip(targets, expected):
-        assert t.dtype == torch.long and torch.equal(t, e)
-    with pytest.raises(ValueError, match="frame 1.*more instances"):
-        clip_id_targets([_long(0), _long(5)], N)
+@pytest.mark.parametrize("stride,size", [(32, (128, 160)), (32, (96, 64)), (16, (80, 48))])
+def test_id_bank_every_pixel_reaches_a_token(stride, size):
+    """Defect: the released padding left the last stride/2 - 1 rows and columns unseen."""
+    bank = IDBank(num_ids=3, dim=2, stride=stride)
+    Y = torch.zeros(1, 4, *size, requires_grad=True)
+    bank(Y).abs().sum().backward()
+    with torch.no_grad():
+        bank.conv.weight.fill_(1.0)
+    Y.grad = None
+    bank(Y).sum().backward()
+    reached = Y.grad[0, 0] != 0
+    assert bool(reached.all()), f"{int((~reached).sum())} pixels reach no token"
+
+
+def test_first_appearance_slots_follow_inference_order():
+    """Defect: slots were the rank of the annotation id, not the order inference allocates."""
+    tracks = [_long(7), _long(3, 7), _long(), _long(5, 3)]
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        slots = first_appearance_slots(tracks, num_ids=6, generator=g)
+        assert [s.tolist() for s in slots] == [[0], [1, 0], [], [2, 1]]
+    # Tracks first seen together take the next slots in random order, each slot used once.
+    orders = set()
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        s = first_appearance_slots([_long(4, 9)], num_ids=6, generator=g)[0].tolist()
+        assert sorted(s) == [0, 1]
+        orders.add(tuple(s))
+    assert orders == {(0, 1), (1, 0)}
+    with pytest.raises(ValueError, match="more instances"):
+        first_appearance_slots([_long(0, 1, 2)], num_ids=3)
+
+
+def test_id_targets_never_name_a_slot_absent_from_memory():
+    held = torch.tensor([True, False, True, False, False])
+    targets = id_targets(_long(0, 1, 2, 3), held, num_ids=6)
+    assert targets.tolist() == [0, 5, 2, 5]
+
+
+def test_perturb_masks_drops_and_shifts():
+    masks = torch.zeros(3, 20, 20, dtype=torch.bool)
+    masks[:, 5:10, 5:10] = True
+    assert perturb_masks(masks, 0.0, 0) is masks
+    dropped = perturb_masks(masks, 1.0, 0)
+    assert not dropped.any()
+    g = torch.Generator().manual_seed(0)
+    shifted = perturb_masks(masks, 0.0, 3, generator=g)
+    for k in range(3):
+        ys, xs = shifted[k].nonzero(as_tuple=True)
+        assert shifted[k].sum() == 25  # moved inside the frame, not resized
+        assert 2 <= int(ys.min()) <= 8 and 2 <= int(xs.min()) <= 8
