@@ -74,11 +74,37 @@ def test_new_instances_mid_video_and_unallocated_slot_column():
     assert out.track_ids == [2, 1] and not out.new_ids
 
 
-def test_background_column_winner_is_new():
+def test_background_does_not_compete_with_identities():
+    """Defect: a detection whose background probability beat its true slot became a birth."""
     assigner = IDAssigner(N)
     assigner.assign(probs({NEW: 0.9}), 0, True)
-    out = assigner.assign(probs({BG: 0.9}), 1, False)
-    assert out.slots == [1] and out.track_ids == [1] and out.new_ids
+    out = assigner.assign(rows([0.3, 0.0, 0.0, 0.0, 0.1, 0.6]), 1, False)
+    assert out.slots == [0] and out.track_ids == [0] and not out.new_ids
+
+
+def test_birth_needs_a_confident_detection():
+    """Defect: low-score false positives filled every slot on frame 0."""
+    assigner = IDAssigner(N, birth_score=0.5)
+    scores = torch.tensor([0.9, 0.2, 0.1])
+    out = assigner.assign(probs({NEW: 0.9}, {NEW: 0.9}, {NEW: 0.9}), 0, True, scores=scores)
+    assert out.track_ids == [0, -1, -1] and out.slots == [0, -1, -1]
+    # A weak detection may continue a track, never start one.
+    out = assigner.assign(
+        probs({0: 0.9}, {NEW: 0.9}, {NEW: 0.9}), 1, False, scores=torch.tensor([0.1, 0.2, 0.7])
+    )
+    assert out.track_ids == [0, -1, 1] and out.slots == [0, -1, 1] and out.new_ids
+
+
+def test_recycled_slot_is_reported_and_a_dropped_confident_detection_is_logged(caplog):
+    assigner = IDAssigner(3, on_full="recycle", recycle_after=1)  # slots 0, 1
+    assigner.assign(rows([0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 0.0]), 0, True)
+    with caplog.at_level("WARNING", logger="iai_d2.inference.id_assignment"):
+        out = assigner.assign(rows([0.9, 0.0, 0.1, 0.0], [0.0, 0.0, 1.0, 0.0]), 1, False)
+    assert out.track_ids == [0, -1] and out.recycled == []
+    assert "frame 1: a confident new detection was dropped" in caplog.text
+    assigner.assign(rows([0.9, 0.0, 0.1, 0.0]), 2, False)  # track 1 (slot 1) missed frames 1, 2
+    out = assigner.assign(rows([0.9, 0.0, 0.1, 0.0], [0.0, 0.0, 1.0, 0.0]), 3, False)
+    assert out.slots == [0, 1] and out.track_ids == [0, 2] and out.recycled == [1]
 
 
 def test_full_slots_recycle_only_after_recycle_after_frames():

@@ -5,14 +5,17 @@ ID index space (N = num_ids): columns 0..N-2 are memory slots, N-1 "new instance
 Memory slots (what the association memory sees) are distinct from track ids (the stable
 output identities, 0, 1, 2, ... per video, never reused).
 """
-from dataclasses import dataclass
-from typing import Dict, List, Tuple
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
 __all__ = ["remove_overlaps", "IDAssignment", "IDAssigner"]
+
+logger = logging.getLogger(__name__)
 
 _ON_FULL = ("recycle", "discard")
 
@@ -63,11 +66,13 @@ class IDAssignment:
         slots: memory slot in 0..N-2, or -1 if the detection was discarded.
         track_ids: output identity, or -1 if the detection was discarded.
         new_ids: whether a new track was started in this frame.
+        recycled: slots taken from retired tracks in this frame (the memory must forget them).
     """
 
     slots: List[int]
     track_ids: List[int]
     new_ids: bool
+    recycled: List[int] = field(default_factory=list)
 
 
 class IDAssigner:
@@ -75,22 +80,32 @@ class IDAssigner:
     Online identity bookkeeping of one video.
 
     First frame: every detection starts a track. Later frames: Hungarian matching on
-    ``-[P_id | K-1 copies of the "new" column]`` gives each detection a distinct column; a column
-    that is a slot of a live track re-identifies that track, any other column (the "new" column
-    or its copies, the background column, an unallocated slot) starts a new track. A new track
-    takes the lowest free slot; when none is free, ``on_full="recycle"`` takes the slot of the
-    live track unseen for the longest time, provided it missed at least ``recycle_after``
-    consecutive frames (that track is retired), otherwise (or with ``on_full="discard"``) the
-    detection is discarded.
+    ``-[P | K-1 copies of the "new" column]``, where P is the ID probabilities renormalised over
+    the N identity columns (slots and "new"; background does not compete with identities), gives
+    each detection a distinct column; a column that is a slot of a live track re-identifies that
+    track, any other column (the "new" column or its copies, an unallocated slot) is a birth.
+    A birth needs a confident detection (score >= ``birth_score``); a weak one may continue a
+    track but never starts one and is dropped. A new track takes the lowest free slot; when none
+    is free, ``on_full="recycle"`` takes the slot of the live track unseen for the longest time,
+    provided it missed at least ``recycle_after`` consecutive frames (that track is retired and
+    the slot is reported in ``IDAssignment.recycled``), otherwise (or with ``on_full="discard"``)
+    the detection is discarded with a log line.
     """
 
-    def __init__(self, num_ids: int, on_full: str = "recycle", recycle_after: int = 30):
+    def __init__(
+        self,
+        num_ids: int,
+        on_full: str = "recycle",
+        recycle_after: int = 30,
+        birth_score: float = 0.0,
+    ):
         """
         Args:
             num_ids: N; slots 0..N-2 are available to tracks.
             on_full: "recycle" or "discard", see the class docstring.
             recycle_after: frames a track must have missed in a row before its slot can be
                 reused (seen at frame 3, recycle_after=2: recyclable from frame 6 on).
+            birth_score: minimum detection score to start a track.
         """
         if num_ids < 2:
             raise ValueError(f"IDAssigner: num_ids must be >= 2 (one slot + 'new'), got {num_ids}")
@@ -101,6 +116,7 @@ class IDAssigner:
         self.num_ids = num_ids
         self.on_full = on_full
         self.recycle_after = recycle_after
+        self.birth_score = birth_score
         self.reset()
 
     def reset(self) -> None:
@@ -115,13 +131,20 @@ class IDAssigner:
         """Number of tracks started since the last reset."""
         return self._next_track_id
 
-    def assign(self, id_probs: torch.Tensor, frame_idx: int, first_frame: bool) -> IDAssignment:
+    def assign(
+        self,
+        id_probs: torch.Tensor,
+        frame_idx: int,
+        first_frame: bool,
+        scores: Optional[torch.Tensor] = None,
+    ) -> IDAssignment:
         """
         Args:
             id_probs: (K, N+1) ID probabilities of the frame's detections, in ranking order
                 (new tracks are allocated in this order).
             frame_idx: index of the frame in the video; must increase between calls.
             first_frame: True on the first frame of a video; implies :meth:`reset`.
+            scores: (K,) detection scores compared with ``birth_score``; None = all confident.
 
         Returns:
             IDAssignment with K entries.
@@ -146,6 +169,9 @@ class IDAssigner:
         else:
             columns = self._hungarian(id_probs.detach().float().cpu().numpy())
 
+        confident = (
+            [True] * num_dets if scores is None else (scores >= self.birth_score).tolist()
+        )
         reidentified = [col in self._slot_track for col in columns]
         slots, track_ids = [-1] * num_dets, [-1] * num_dets
         # Re-identifications first, so that recycling never takes a slot matched in this frame.
@@ -153,19 +179,27 @@ class IDAssigner:
             if reidentified[det]:
                 slots[det], track_ids[det] = col, self._slot_track[col]
                 self._slot_last_seen[col] = frame_idx
-        new_ids = False
+        new_ids, recycled = False, []
         for det in range(num_dets):
-            if reidentified[det]:
+            if reidentified[det] or not confident[det]:
                 continue
             slot = self._free_slot(frame_idx)
             if slot < 0:
+                logger.warning(
+                    f"frame {frame_idx}: a confident new detection was dropped: all "
+                    f"{self.num_ids - 1} ID slots are held by tracks seen in the last "
+                    f"{self.recycle_after} frames (on_full={self.on_full}); raise "
+                    "MODEL.IAI.NUM_IDS or lower MODEL.IAI.RECYCLE_AFTER"
+                )
                 continue
+            if slot in self._slot_track:
+                recycled.append(slot)
             slots[det], track_ids[det] = slot, self._next_track_id
             self._slot_track[slot] = self._next_track_id
             self._slot_last_seen[slot] = frame_idx
             self._next_track_id += 1
             new_ids = True
-        return IDAssignment(slots=slots, track_ids=track_ids, new_ids=new_ids)
+        return IDAssignment(slots=slots, track_ids=track_ids, new_ids=new_ids, recycled=recycled)
 
     def _hungarian(self, probs: np.ndarray) -> List[int]:
         """
@@ -173,10 +207,12 @@ class IDAssigner:
             probs: (K, N+1) ID probabilities.
 
         Returns:
-            K distinct columns of ``[probs | K-1 copies of column N-1]`` maximising the total
-            probability.
+            K distinct columns of ``[P | K-1 copies of column N-1]`` maximising the total
+            probability, P = probs renormalised over the N identity columns (no background).
         """
         num_dets = probs.shape[0]
+        probs = probs[:, : self.num_ids]
+        probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
         new_col = probs[:, self.num_ids - 1 : self.num_ids]
         scores = np.concatenate([probs, np.repeat(new_col, num_dets - 1, axis=1)], axis=1)
         rows, cols = linear_sum_assignment(-scores)
