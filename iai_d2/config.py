@@ -28,14 +28,26 @@ def add_iai_config(cfg):
     # What happens to a new instance when all N-1 memory slots are taken:
     # "recycle" reuses the slot of the track unseen for the longest time (at least RECYCLE_AFTER
     # frames); the track keeps its output identity. "discard" drops it (paper behaviour).
-    # Training: give a clip's instances distinct random slots in 0..N-2 instead of their rank in
-    # the clip (the released code uses ranks; spec section 11.3). Random slots train every ID
-    # channel and keep the ID head from predicting the most frequent slot.
-    _C.MODEL.IAI.RANDOM_SLOTS = False
     _C.MODEL.IAI.ON_FULL = "recycle"
     _C.MODEL.IAI.RECYCLE_AFTER = 30
+    # Training slots: by default a clip's tracks get slots in order of first appearance (ties in
+    # random order), the way inference allocates them (the released code uses the rank of the
+    # annotation id, which inference cannot reproduce). True: distinct random slots in 0..N-2.
+    _C.MODEL.IAI.RANDOM_SLOTS = False
+    # Who decides identities at inference: "roi" (the ROI ID predictor beside the box predictor,
+    # the paper's Mask R-CNN head) or "dense" (the dense ID decoder on the association output,
+    # AOT-style; each detection takes the decoded ID probabilities averaged inside its mask, and
+    # detections are ranked by class score).
+    _C.MODEL.IAI.ID_DECODER = "roi"
+    # Dense ID decoder: Conv3x3 + ReLU + Conv1x1 on the HAB output, trained with a pixel-wise
+    # ID loss (every pixel -> slot / new / background, foreground and background balanced).
+    # LOSS_WEIGHT > 0 with ID_DECODER "roi" trains it as an auxiliary loss only.
+    _C.MODEL.IAI.DENSE_ID = CN()
+    _C.MODEL.IAI.DENSE_ID.LOSS_WEIGHT = 0.0
+    _C.MODEL.IAI.DENSE_ID.CONV_DIM = 128
 
-    # Hybrid Association Block, applied to res5 before the FPN.
+    # Hybrid Association Block, applied to one backbone level before the FPN: res5 (stride 32,
+    # the paper) or res4 (stride 16: a 4x finer token grid for small frames / small objects).
     _C.MODEL.IAI.ASSOCIATION = CN()
     _C.MODEL.IAI.ASSOCIATION.IN_FEATURE = "res5"
     # HAB width C. The encoder projection and the HAB output have C channels each; the
@@ -56,18 +68,28 @@ def add_iai_config(cfg):
     # Association memory of one video (or one training clip).
     _C.MODEL.IAI.MEMORY = CN()
     # A frame enters the global memory when this many frames passed since the last insertion,
-    # or when it allocated a new ID (at test time; see NEW_ID_TRIGGER_IN_TRAINING).
+    # or when it allocated a new ID (see NEW_ID_TRIGGER).
     _C.MODEL.IAI.MEMORY.GLOBAL_INTERVAL = 3
     # Bound on the global memory, in frames: the first frame is pinned, the newest
     # MAX_GLOBAL - 1 others are kept. Peak memory is then independent of video length.
     _C.MODEL.IAI.MEMORY.MAX_GLOBAL = 8
-    # The released code never fires the "new instance" trigger in training (spec quirk Q1).
-    _C.MODEL.IAI.MEMORY.NEW_ID_TRIGGER_IN_TRAINING = False
+    # A frame with a birth joins the global memory, in training (a GT instance new to the
+    # memory) and at inference (a new track) alike. The released code fires it only at test time
+    # (spec quirk Q1), so its test-time memory differs from what training shows the head.
+    _C.MODEL.IAI.MEMORY.NEW_ID_TRIGGER = True
+    # Training writes GT masks into the memory; inference writes its own imperfect predictions.
+    # Imitate them in training: drop each instance with this probability and shift it by up to
+    # TRAIN_JITTER pixels.
+    _C.MODEL.IAI.MEMORY.TRAIN_DROP_PROB = 0.0
+    _C.MODEL.IAI.MEMORY.TRAIN_JITTER = 0
 
     # Per-frame post-processing at inference.
     _C.MODEL.IAI.INFERENCE = CN()
     _C.MODEL.IAI.INFERENCE.CLS_SCORE_THRESH = 0.05  # on the max foreground class probability
     _C.MODEL.IAI.INFERENCE.ID_SCORE_THRESH = 0.05  # on the max probability over the N ID entries
+    # A detection starts a new track only with a class score >= this (weaker detections may
+    # continue a track but never start one, so false positives do not fill the slots).
+    _C.MODEL.IAI.INFERENCE.BIRTH_SCORE_THRESH = 0.3
     # Ranking score for class-agnostic NMS: w_cls * s_cls + w_id * s_id, (w_cls, w_id) per frame.
     _C.MODEL.IAI.INFERENCE.FIRST_FRAME_WEIGHTS = (1.0, 0.5)
     _C.MODEL.IAI.INFERENCE.LATER_FRAME_WEIGHTS = (0.5, 1.0)

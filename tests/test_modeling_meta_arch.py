@@ -109,4 +109,6 @@ def test_random_slots_are_distinct_consistent_across_frames_and_in_range(model):
             assert slot_of_rank.setdefault(r, s) == s  # a track keeps its slot in the whole clip
     assert len(set(slot_of_rank.values())) == 4
     assert all(0 <= s <= model.num_ids - 2 for s in slot_of_rank.values())
-    assert model._clip_slots({"video_id": 3}, ranks) is ranks  # default: the rank is the slot
+    # Default: slots in order of first appearance, as inference allocates them.
+    slots = model._clip_slots({"video_id": 3}, [torch.tensor([5, 2]), torch.tensor([2, 7]), torch.tensor([7])])
+    assert sorted(slots[0].tolist()) == [0, 1] and slots[1][1] == 2 and slots[2].tolist() == [2]

@@ -1,14 +1,15 @@
 """
-ResNet-FPN backbone whose coarsest input (res5) is fused with the Hybrid Association Block before
-the FPN:
+ResNet-FPN backbone whose association level (res5 as in the paper, or res4 for a finer token grid;
+MODEL.IAI.ASSOCIATION.IN_FEATURE) is fused with the Hybrid Association Block before the FPN:
 
-    res5' = concat[encoder_projector(res5) (C), HAB output (C), cls_projector(res5) (res5_ch - 2C)]
+    resX' = concat[encoder_projector(resX) (C), HAB output (C), cls_projector(resX) (resX_ch - 2C)]
 
-res5' has res5's channel count, so the FPN (and every head after it) keeps its shape and COCO
+resX' has resX's channel count, so the FPN (and every head after it) keeps its shape and COCO
 Mask R-CNN checkpoints load unchanged; the new modules live under `backbone.association.*`.
+The HAB output map is also returned under the key "association" (the dense ID decoder reads it).
 """
 
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ __all__ = ["IAIAssociation", "IAIFPN", "build_iai_resnet_fpn_backbone"]
 
 
 class IAIAssociation(nn.Module):
-    """The association path on res5: projectors, HAB and ID bank."""
+    """The association path on one backbone level: projectors, HAB and ID bank."""
 
     @configurable
     def __init__(
@@ -42,8 +43,8 @@ class IAIAssociation(nn.Module):
     ):
         """
         Args:
-            in_channels: res5 channels.
-            stride: res5 stride (the ID bank's stride).
+            in_channels: channels of the association level.
+            stride: stride of the association level (the ID bank's stride).
             num_ids: N (MODEL.IAI.NUM_IDS).
             hab: the block, of width C.
             use_cls_projector: False fills the classification projector's channels with zeros.
@@ -73,31 +74,35 @@ class IAIAssociation(nn.Module):
             "use_cls_projector": cfg.MODEL.IAI.ASSOCIATION.CLS_PROJECTOR,
         }
 
-    def forward(self, res5: torch.Tensor, memory: AssociationMemory) -> torch.Tensor:
+    def forward(
+        self, feature: torch.Tensor, memory: AssociationMemory
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
-            res5: (B, res5_ch, h, w) features of one frame per stream.
+            feature: (B, in_ch, h, w) association-level features of one frame per stream.
             memory: empty -> reference pass (Y = 0), else match against the memory.
         Returns:
-            (B, res5_ch, h, w) = concat[projection (C), HAB output (C), cls projection].
+            fused: (B, in_ch, h, w) = concat[projection (C), HAB output (C), cls projection].
+            hab: (B, C, h, w) the HAB output.
         """
-        B, _, h, w = res5.shape
-        x = self.encoder_projector(res5)
+        B, _, h, w = feature.shape
+        x = self.encoder_projector(feature)
         tokens = x.flatten(2).permute(2, 0, 1)
         if memory.is_empty:
             out = memory.reference(tokens, (h, w))
         else:
             out = memory.match(tokens, (h, w))
+        hab = tokens_to_map(out, (h, w))
         if self.cls_projector is not None:
-            cls = self.cls_projector(res5)
+            cls = self.cls_projector(feature)
         else:
-            cls = res5.new_zeros(B, self.cls_channels, h, w)
-        return torch.cat([x, tokens_to_map(out, (h, w)), cls], dim=1)
+            cls = feature.new_zeros(B, self.cls_channels, h, w)
+        return torch.cat([x, hab, cls], dim=1), hab
 
 
 class IAIFPN(FPN):
     """
-    Detectron2 FPN with the association path on its coarsest input. Same attribute names as FPN
+    Detectron2 FPN with the association path on one of its inputs. Same attribute names as FPN
     (bottom_up, fpn_lateral*, fpn_output*, top_block), plus `association`.
 
     Per-frame use by a video model:
@@ -114,6 +119,7 @@ class IAIFPN(FPN):
         in_features,
         out_channels,
         association: IAIAssociation,
+        association_feature: str,
         norm="",
         top_block=None,
         fuse_type="sum",
@@ -123,18 +129,25 @@ class IAIFPN(FPN):
         """
         Args:
             bottom_up, in_features, out_channels, norm, top_block, fuse_type: as for FPN.
-            association: the association path on in_features[-1].
+            association: the association path.
+            association_feature: the input it fuses (one of in_features, e.g. "res5").
             global_interval, max_global: memory settings (MODEL.IAI.MEMORY.*).
         """
         super().__init__(bottom_up, in_features, out_channels, norm, top_block, fuse_type)
-        shape = bottom_up.output_shape()[self.in_features[-1]]
+        if association_feature not in self.in_features:
+            raise ValueError(
+                f"MODEL.IAI.ASSOCIATION.IN_FEATURE={association_feature} must be one of "
+                f"MODEL.FPN.IN_FEATURES={list(self.in_features)}"
+            )
+        shape = bottom_up.output_shape()[association_feature]
         if association.in_channels != shape.channels or association.id_bank.stride != shape.stride:
             raise ValueError(
                 f"association path built for {association.in_channels} channels / stride "
-                f"{association.id_bank.stride}, but {self.in_features[-1]} has {shape.channels} / "
+                f"{association.id_bank.stride}, but {association_feature} has {shape.channels} / "
                 f"{shape.stride}"
             )
         self.association = association
+        self.association_feature = association_feature
         self.global_interval = global_interval
         self.max_global = max_global
 
@@ -152,11 +165,12 @@ class IAIFPN(FPN):
             features: bottom-up features of one frame per stream (res2..res5, (B, C_l, H_l, W_l)).
             memory: the streams' memory; empty -> reference pass.
         Returns:
-            a copy of `features` whose coarsest input (res5) is the associated res5' (same shape).
+            a copy of `features` whose association level is replaced by its fused version (same
+            shape), plus "association": the HAB output (B, C, h, w).
         """
-        name = self.in_features[-1]
+        name = self.association_feature
         out = dict(features)
-        out[name] = self.association(features[name], memory)
+        out[name], out["association"] = self.association(features[name], memory)
         return out
 
     def top_down(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -219,20 +233,21 @@ class IAIFPN(FPN):
 
 @BACKBONE_REGISTRY.register()
 def build_iai_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
-    """ResNet + IAIFPN (FPN with the association path on res5, P6 by max-pooling)."""
+    """ResNet + IAIFPN (FPN with the association path on ASSOCIATION.IN_FEATURE, P6 by max-pooling)."""
     bottom_up = build_resnet_backbone(cfg, input_shape)
-    in_features = cfg.MODEL.FPN.IN_FEATURES
-    if cfg.MODEL.IAI.ASSOCIATION.IN_FEATURE != in_features[-1]:
+    name = cfg.MODEL.IAI.ASSOCIATION.IN_FEATURE
+    if name not in bottom_up.output_shape():
         raise ValueError(
-            f"MODEL.IAI.ASSOCIATION.IN_FEATURE={cfg.MODEL.IAI.ASSOCIATION.IN_FEATURE} must be the "
-            f"coarsest FPN input, MODEL.FPN.IN_FEATURES[-1]={in_features[-1]}"
+            f"MODEL.IAI.ASSOCIATION.IN_FEATURE={name} is not a backbone output "
+            f"{sorted(bottom_up.output_shape())}; add it to MODEL.RESNETS.OUT_FEATURES"
         )
-    association = IAIAssociation(cfg, bottom_up.output_shape()[in_features[-1]])
+    association = IAIAssociation(cfg, bottom_up.output_shape()[name])
     return IAIFPN(
         bottom_up=bottom_up,
-        in_features=in_features,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
         association=association,
+        association_feature=name,
         norm=cfg.MODEL.FPN.NORM,
         top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,

@@ -13,18 +13,34 @@ Protocol (spec section 4.4 / Appendix A):
               update(Yt, new_ids)      # local := ft; ft joins the global memory on interval/new ID
 
 The global memory is bounded to MAX_GLOBAL frames with the first frame pinned (the oldest other
-frame is evicted), so the memory is constant for any video length. Nothing is detached: in training
+frame is evicted), so the memory is constant for any video length. Every stored frame keeps its ID
+labels, so the memory knows which slots it holds (`held_slots`: ID targets never name a slot
+absent from it) and can forget a slot that inference recycles (`forget_slots`). Nothing is detached: in training
 gradients flow from later frames into earlier frames' features and into the ID bank.
 """
 
-from typing import List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from .association import HybridAssociationBlock, tokens_to_map
 from .identification import IDBank
 
 __all__ = ["AssociationMemory"]
+
+
+@dataclass
+class _StoredFrame:
+    """One remembered frame: key K (L, B, C), raw value (L, B, C), ID labels (B, Hp, Wp) and the
+    fused value V = W_V(raw + E(Y)) (L, B, C)."""
+
+    frame: int
+    key: torch.Tensor
+    raw_value: torch.Tensor
+    labels: torch.Tensor
+    value: torch.Tensor
 
 
 class AssociationMemory:
@@ -65,10 +81,10 @@ class AssociationMemory:
         self.size: Optional[Tuple[int, int]] = None
         self.frame_step = 0
         self.last_mem_step = 0
-        # [(frame index, K (L, B, C), V (L, B, C))] in time order; entry 0 = the pinned first frame.
-        self._global: List[Tuple[int, torch.Tensor, torch.Tensor]] = []
-        # (K, V) of the previous frame, (B, C, h, w) maps.
-        self._local: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        # Global memory in time order; entry 0 = the pinned first frame.
+        self._global: List[_StoredFrame] = []
+        # The previous frame (local memory).
+        self._local: Optional[_StoredFrame] = None
         # (K_cur, Vraw_cur) (L, B, C) of the frame attended last, waiting for its ID mask.
         self._current: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
 
@@ -80,18 +96,49 @@ class AssociationMemory:
     @property
     def global_frames(self) -> List[int]:
         """Frame indices held in the global memory, in time order (the first one is pinned)."""
-        return [frame for frame, _, _ in self._global]
+        return [entry.frame for entry in self._global]
 
     def global_kv(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Global memory keys and values, each (M*L, B, C) for M frames."""
         return (
-            torch.cat([k for _, k, _ in self._global], dim=0),
-            torch.cat([v for _, _, v in self._global], dim=0),
+            torch.cat([e.key for e in self._global], dim=0),
+            torch.cat([e.value for e in self._global], dim=0),
         )
 
     def local_kv(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Local memory (previous frame) keys and values, each (B, C, h, w)."""
-        return self._local
+        return tokens_to_map(self._local.key, self.size), tokens_to_map(self._local.value, self.size)
+
+    def held_slots(self, num_slots: int) -> torch.Tensor:
+        """
+        Returns:
+            (B, num_slots) bool: slot s of stream b is painted in some stored frame (global or
+            local). All False while the memory is empty.
+        """
+        entries = self._global + ([self._local] if self._local is not None else [])
+        if not entries:
+            return torch.zeros(0, num_slots, dtype=torch.bool)
+        held = torch.zeros(entries[0].labels.shape[0], num_slots + 1, dtype=torch.bool,
+                           device=entries[0].labels.device)
+        for entry in entries:
+            labels = entry.labels.flatten(1).long().clamp(max=num_slots)
+            held.scatter_(1, labels, True)
+        return held[:, :num_slots]
+
+    def forget_slots(self, slots: Iterable[int]) -> None:
+        """
+        Repaint the given slots as background in every stored frame (a recycled slot must not
+        show its old owner to the new one). Values of the frames concerned are recomputed.
+        """
+        slots = list(slots)
+        if not slots:
+            return
+        background = self.id_bank.num_ids
+        for entry in {id(e): e for e in self._global + [self._local] if e is not None}.values():
+            hit = torch.isin(entry.labels, torch.as_tensor(slots, device=entry.labels.device))
+            if bool(hit.any()):
+                entry.labels = entry.labels.masked_fill(hit, background)
+                entry.value = self._fused_value(entry.raw_value, entry.labels)
 
     def reference(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """
@@ -123,16 +170,16 @@ class AssociationMemory:
             raise RuntimeError(
                 "match() needs a remembered first frame: call reference() and reset_memory()"
             )
-        if x.shape[1] != self._global[0][1].shape[1]:
+        if x.shape[1] != self._global[0].key.shape[1]:
             raise ValueError(
-                f"batch of {x.shape[1]} streams, but the memory holds {self._global[0][1].shape[1]}"
+                f"batch of {x.shape[1]} streams, but the memory holds {self._global[0].key.shape[1]}"
             )
         if tuple(size) != self.size:
             raise ValueError(
                 f"frame grid {tuple(size)} differs from the video's first frame {self.size}: all "
                 "frames of a video must be resized and padded to the same size"
             )
-        out, current = self.hab(x, size, memory=(self.global_kv(), self._local))
+        out, current = self.hab(x, size, memory=(self.global_kv(), self.local_kv()))
         self.frame_step += 1
         self._current = current
         return out
@@ -145,9 +192,9 @@ class AssociationMemory:
         Args:
             Y: (B, N+1, Hp, Wp) one-hot ID mask of the reference frame, Hp = h * stride.
         """
-        k, v = self._fuse_current(Y)
-        self._global = [(0, k, v)]
-        self._local = (tokens_to_map(k, self.size), tokens_to_map(v, self.size))
+        entry = self._store_current(0, Y)
+        self._global = [entry]
+        self._local = entry
         self.frame_step, self.last_mem_step = 1, 0
 
     def update(self, Y: torch.Tensor, new_ids: bool = False) -> None:
@@ -163,16 +210,22 @@ class AssociationMemory:
         """
         if self.is_empty:
             raise RuntimeError("update() needs a remembered first frame: call reset_memory() first")
-        k, v = self._fuse_current(Y)
-        self._local = (tokens_to_map(k, self.size), tokens_to_map(v, self.size))
+        entry = self._store_current(self.frame_step - 1, Y)
+        self._local = entry
         if new_ids or self.frame_step - self.last_mem_step >= self.global_interval:
-            self._global.append((self.frame_step - 1, k, v))
+            self._global.append(entry)
             if len(self._global) > self.max_global:
                 del self._global[1]
             self.last_mem_step = self.frame_step
 
-    def _fuse_current(self, Y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(K_cur, W_V(Vraw_cur + E(Y))) of the frame attended last; consumes it."""
+    def _fused_value(self, raw_value: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """W_V(raw + E(Y)) for ID labels (B, Hp, Wp) -> (L, B, C)."""
+        Y = F.one_hot(labels.long(), self.id_bank.num_ids + 1).permute(0, 3, 1, 2)
+        emb = self.id_bank(Y.to(raw_value.dtype)).flatten(2).permute(2, 0, 1)
+        return self.hab.fuse_value(raw_value, emb)
+
+    def _store_current(self, frame: int, Y: torch.Tensor) -> _StoredFrame:
+        """The frame attended last, fused with its ID mask Y (B, N+1, Hp, Wp); consumes it."""
         if self._current is None:
             raise RuntimeError(
                 "no attended frame is waiting for its ID mask: call reference() / match() before "
@@ -189,4 +242,5 @@ class AssociationMemory:
             )
         emb = self.id_bank(Y.to(k.dtype)).flatten(2).permute(2, 0, 1)
         self._current = None
-        return k, self.hab.fuse_value(vraw, emb)
+        labels = Y.argmax(1).to(torch.uint8 if Y.shape[1] <= 256 else torch.int16)
+        return _StoredFrame(frame, k, vraw, labels, self.hab.fuse_value(vraw, emb))

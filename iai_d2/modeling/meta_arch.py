@@ -3,7 +3,7 @@
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +16,20 @@ from tqdm import tqdm
 
 from ..inference.id_assignment import IDAssigner, remove_overlaps
 from ..inference.tracks import VideoTrackAggregator
-from .identification import build_id_mask, clip_id_targets
+from .dense_id import DenseIDHead
+from .identification import (
+    build_id_mask,
+    first_appearance_slots,
+    id_targets,
+    paint_id_labels,
+    perturb_masks,
+)
 
 __all__ = ["IAIRCNN", "VideoState"]
 
 logger = logging.getLogger(__name__)
+
+_ID_DECODERS = ("roi", "dense")
 
 
 @dataclass
@@ -49,10 +58,16 @@ class IAIRCNN(GeneralizedRCNN):
         *,
         num_ids: int,
         num_classes: int,
-        new_id_trigger_in_training: bool,
+        new_id_trigger: bool,
         random_slots: bool,
+        memory_drop_prob: float,
+        memory_jitter: int,
+        dense_id_head: Optional[DenseIDHead],
+        dense_id_loss_weight: float,
+        id_decoder: str,
         on_full: str,
         recycle_after: int,
+        birth_score: float,
         min_mask_keep: float,
         mask_threshold: float,
         video_topk: int,
@@ -64,12 +79,19 @@ class IAIRCNN(GeneralizedRCNN):
         Args:
             num_ids: N, the number of ID channels (N-1 = "new", N = background).
             num_classes: number of foreground categories.
-            new_id_trigger_in_training: write frames with new instances into the global memory
-                during training too (the released code never does; spec quirk Q1).
-            random_slots: in training, give a clip's instances distinct random slots instead of
-                their rank in the clip, so every ID channel is trained and the ID head cannot
-                rely on the slot prior.
+            new_id_trigger: a frame with a birth (a GT instance new to the memory in training, a
+                new track at inference) joins the global memory; one policy for both.
+            random_slots: in training, give a clip's tracks distinct random slots instead of
+                slots in order of first appearance (the order inference allocates them in).
+            memory_drop_prob, memory_jitter: in training, write GT masks into the memory the way
+                inference writes predictions: instances dropped with this probability and
+                shifted by up to this many pixels.
+            dense_id_head: the dense ID decoder on the HAB output, or None.
+            dense_id_loss_weight: weight of its pixel-wise ID loss ``loss_id_dense``.
+            id_decoder: "roi" (the ROI ID head's probabilities decide identities, the paper) or
+                "dense" (the dense decoder's probabilities averaged inside each mask).
             on_full, recycle_after: what to do with new instances when all slots are taken.
+            birth_score: a detection must score at least this to start a track.
             min_mask_keep: drop a detection keeping less than this fraction of its mask after
                 de-overlapping.
             mask_threshold: binarisation threshold of mask probabilities.
@@ -78,12 +100,22 @@ class IAIRCNN(GeneralizedRCNN):
             kwargs: arguments of :class:`GeneralizedRCNN`.
         """
         super().__init__(**kwargs)
+        if id_decoder not in _ID_DECODERS:
+            raise ValueError(f"MODEL.IAI.ID_DECODER must be one of {_ID_DECODERS}, got {id_decoder!r}")
+        if id_decoder == "dense" and dense_id_head is None:
+            raise ValueError("MODEL.IAI.ID_DECODER 'dense' needs the dense ID head")
         self.num_ids = num_ids
         self.num_classes = num_classes
-        self.new_id_trigger_in_training = new_id_trigger_in_training
+        self.new_id_trigger = new_id_trigger
         self.random_slots = random_slots
+        self.memory_drop_prob = memory_drop_prob
+        self.memory_jitter = memory_jitter
+        self.dense_id_head = dense_id_head
+        self.dense_id_loss_weight = dense_id_loss_weight
+        self.id_decoder = id_decoder
         self.on_full = on_full
         self.recycle_after = recycle_after
+        self.birth_score = birth_score
         self.min_mask_keep = min_mask_keep
         self.mask_threshold = mask_threshold
         self.video_topk = video_topk
@@ -93,14 +125,23 @@ class IAIRCNN(GeneralizedRCNN):
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        inf = cfg.MODEL.IAI.INFERENCE
+        iai = cfg.MODEL.IAI
+        inf = iai.INFERENCE
+        use_dense = iai.ID_DECODER == "dense" or iai.DENSE_ID.LOSS_WEIGHT > 0
+        stride = ret["backbone"].association.id_bank.stride
         ret.update(
-            num_ids=cfg.MODEL.IAI.NUM_IDS,
+            num_ids=iai.NUM_IDS,
             num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-            new_id_trigger_in_training=cfg.MODEL.IAI.MEMORY.NEW_ID_TRIGGER_IN_TRAINING,
-            random_slots=cfg.MODEL.IAI.RANDOM_SLOTS,
-            on_full=cfg.MODEL.IAI.ON_FULL,
-            recycle_after=cfg.MODEL.IAI.RECYCLE_AFTER,
+            new_id_trigger=iai.MEMORY.NEW_ID_TRIGGER,
+            random_slots=iai.RANDOM_SLOTS,
+            memory_drop_prob=iai.MEMORY.TRAIN_DROP_PROB,
+            memory_jitter=iai.MEMORY.TRAIN_JITTER,
+            dense_id_head=DenseIDHead(cfg, stride=stride) if use_dense else None,
+            dense_id_loss_weight=iai.DENSE_ID.LOSS_WEIGHT,
+            id_decoder=iai.ID_DECODER,
+            on_full=iai.ON_FULL,
+            recycle_after=iai.RECYCLE_AFTER,
+            birth_score=inf.BIRTH_SCORE_THRESH,
             min_mask_keep=inf.MIN_MASK_KEEP,
             mask_threshold=inf.MASK_THRESH,
             video_topk=inf.VIDEO_TOPK,
@@ -119,9 +160,12 @@ class IAIRCNN(GeneralizedRCNN):
         """
         Args:
             clips: B clip dicts, each with ``image`` (T tensors (3, h, w)) and ``instances``
-                (T Instances with gt_boxes, gt_classes, gt_masks, gt_ids = clip slots).
+                (T Instances with gt_boxes, gt_classes, gt_masks, gt_ids = track index in the clip).
         Returns:
             dict of losses, each the mean over the T frames.
+
+        ID targets follow what the memory holds: an instance is "new" (N-1) unless its slot is
+        painted in a stored frame, exactly as at inference.
         """
         num_frames = len(clips[0]["image"])
         if any(len(c["image"]) != num_frames for c in clips):
@@ -130,12 +174,12 @@ class IAIRCNN(GeneralizedRCNN):
         # Frame-major order: [f0 of every clip, f1 of every clip, ...].
         frames = [{"image": c["image"][t]} for t in range(num_frames) for c in clips]
         images = self.preprocess_image(frames)
+        padded_size = tuple(images.tensor.shape[-2:])
         gt = [[self._move_to_current_device(c["instances"][t]) for c in clips] for t in range(num_frames)]
-        # slots[b][t]: memory slot of every instance of clip b in frame t; id_targets alike.
+        # slots[b][t]: memory slot of every instance of clip b in frame t.
         slots = [
             self._clip_slots(c, [gt[t][b].gt_ids for t in range(num_frames)]) for b, c in enumerate(clips)
         ]
-        id_targets = [clip_id_targets(s, self.num_ids) for s in slots]
 
         bottom_up = self.backbone.bottom_up(images.tensor)
         memory = self.backbone.new_memory()
@@ -143,57 +187,69 @@ class IAIRCNN(GeneralizedRCNN):
         for t in range(num_frames):
             sl = slice(t * batch, (t + 1) * batch)
             frame_images = ImageList(images.tensor[sl], images.image_sizes[sl])
-            features = self.backbone.top_down(
-                self.backbone.associate({k: v[sl] for k, v in bottom_up.items()}, memory)
-            )
+            associated = self.backbone.associate({k: v[sl] for k, v in bottom_up.items()}, memory)
+            hab = associated.pop("association")
+            features = self.backbone.top_down(associated)
+            held = memory.held_slots(self.num_ids - 1)
             targets = []
             for b in range(batch):
                 target = Instances(gt[t][b].image_size, **gt[t][b].get_fields())
-                target.gt_ids = id_targets[b][t]
+                if memory.is_empty:
+                    target.gt_ids = torch.full_like(slots[b][t], self.num_ids - 1)
+                else:
+                    target.gt_ids = id_targets(slots[b][t], held[b], self.num_ids)
                 targets.append(target)
             proposals, proposal_losses = self.proposal_generator(frame_images, features, targets)
             _, detector_losses = self.roi_heads(frame_images, features, proposals, targets)
             for k, v in {**proposal_losses, **detector_losses}.items():
                 losses[k].append(v)
+            masks = [g.gt_masks.tensor for g in gt[t]]
+            if self.dense_id_head is not None and self.dense_id_loss_weight > 0:
+                labels = paint_id_labels(masks, [x.gt_ids for x in targets], self.num_ids, padded_size)
+                loss = self.dense_id_head.loss(self.dense_id_head(hab), labels)
+                losses["loss_id_dense"].append(loss * self.dense_id_loss_weight)
 
             id_mask = build_id_mask(
-                [g.gt_masks.tensor for g in gt[t]],
+                [perturb_masks(m, self.memory_drop_prob, self.memory_jitter) for m in masks],
                 [slots[b][t] for b in range(batch)],
                 self.num_ids,
-                tuple(images.tensor.shape[-2:]),
+                padded_size,
             )
-            new_ids = (
-                self.new_id_trigger_in_training
-                and t > 0
-                and any(bool((id_targets[b][t] == self.num_ids - 1).any()) for b in range(batch))
-            )
-            self.backbone.remember(memory, id_mask, new_ids=new_ids)
+            births = any(bool((x.gt_ids == self.num_ids - 1).any()) for x in targets)
+            self.backbone.remember(memory, id_mask, new_ids=self.new_id_trigger and births)
         return {k: torch.stack(v).mean() for k, v in losses.items()}
 
-    def _clip_slots(self, clip: Dict, clip_ranks: List[torch.Tensor]) -> List[torch.Tensor]:
+    def _clip_slots(self, clip: Dict, clip_tracks: List[torch.Tensor]) -> List[torch.Tensor]:
         """
-        Memory slots of a clip's instances, per frame. ``clip_ranks`` are the mapper's ``gt_ids``
-        (rank of each track in the clip); with ``random_slots`` the ranks are mapped to distinct
-        random slots in 0..N-2 (drawn per clip), else the rank is the slot.
+        Memory slots of a clip's instances, per frame. ``clip_tracks`` are the mapper's ``gt_ids``
+        (index of each track in the clip). Slots are allocated in order of first appearance, as
+        inference allocates them (ties within a frame in random order); with ``random_slots``,
+        distinct random slots in 0..N-2 are drawn per clip.
         """
-        num_tracks = max((int(r.max()) + 1 for r in clip_ranks if len(r)), default=0)
+        num_tracks = len(set(torch.cat(clip_tracks).tolist())) if clip_tracks else 0
         if num_tracks > self.num_ids - 1:
             raise ValueError(
                 f"Video {clip.get('video_id')} (frames {clip.get('frame_indices')}): the clip has "
                 f"{num_tracks} instances but MODEL.IAI.NUM_IDS={self.num_ids} holds at most "
                 f"{self.num_ids - 1}. Increase MODEL.IAI.NUM_IDS."
             )
+        slots = first_appearance_slots(clip_tracks, self.num_ids)
         if not self.random_slots:
-            return clip_ranks
-        slot_of_rank = torch.randperm(self.num_ids - 1, device=self.device)[:num_tracks]
-        return [slot_of_rank[r] for r in clip_ranks]
+            return slots
+        slot_perm = torch.randperm(self.num_ids - 1, device=self.device)
+        return [slot_perm[s] for s in slots]
 
     # ------------------------------------------------------------------ inference
     def new_video_state(self) -> VideoState:
         """A fresh state for a new video (empty memory, no tracks)."""
         return VideoState(
             memory=self.backbone.new_memory(),
-            assigner=IDAssigner(self.num_ids, on_full=self.on_full, recycle_after=self.recycle_after),
+            assigner=IDAssigner(
+                self.num_ids,
+                on_full=self.on_full,
+                recycle_after=self.recycle_after,
+                birth_score=self.birth_score,
+            ),
         )
 
     @torch.no_grad()
@@ -211,9 +267,9 @@ class IAIRCNN(GeneralizedRCNN):
         first_frame = state.frame_idx == 0
         images = self.preprocess_image([{"image": image}])
         padded_size = tuple(images.tensor.shape[-2:])
-        features = self.backbone.top_down(
-            self.backbone.associate(self.backbone.bottom_up(images.tensor), state.memory)
-        )
+        associated = self.backbone.associate(self.backbone.bottom_up(images.tensor), state.memory)
+        hab = associated.pop("association")
+        features = self.backbone.top_down(associated)
         proposals, _ = self.proposal_generator(images, features, None)
         detections = self.roi_heads.inference_frame(features, proposals, first_frame)[0]
         detections = detector_postprocess(detections, height, width, self.mask_threshold)
@@ -221,17 +277,22 @@ class IAIRCNN(GeneralizedRCNN):
         keep, masks = remove_overlaps(detections.pred_masks, self.min_mask_keep)
         detections = detections[keep]
         detections.pred_masks = masks
-        assignment = state.assigner.assign(detections.id_probs, state.frame_idx, first_frame)
+        input_size = images.image_sizes[0]
+        input_masks = F.interpolate(masks[:, None].float(), size=input_size, mode="nearest")[:, 0] > 0.5
+        if self.id_decoder == "dense":
+            detections.id_probs = self.dense_id_head.detection_probs(self.dense_id_head(hab), input_masks)
+        assignment = state.assigner.assign(
+            detections.id_probs, state.frame_idx, first_frame, scores=detections.scores
+        )
         slots = torch.as_tensor(assignment.slots, dtype=torch.long, device=self.device)
         track_ids = torch.as_tensor(assignment.track_ids, dtype=torch.long, device=self.device)
         valid = slots >= 0
         detections = detections[valid]
         detections.ID = track_ids[valid]
 
-        input_size = images.image_sizes[0]
-        input_masks = F.interpolate(detections.pred_masks[:, None].float(), size=input_size, mode="nearest")
-        id_mask = build_id_mask([input_masks[:, 0] > 0.5], [slots[valid]], self.num_ids, padded_size)
-        self.backbone.remember(state.memory, id_mask, new_ids=assignment.new_ids)
+        state.memory.forget_slots(assignment.recycled)
+        id_mask = build_id_mask([input_masks[valid]], [slots[valid]], self.num_ids, padded_size)
+        self.backbone.remember(state.memory, id_mask, new_ids=self.new_id_trigger and assignment.new_ids)
         state.frame_idx += 1
         return detections
 

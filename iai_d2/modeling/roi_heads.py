@@ -3,7 +3,8 @@
 ID index space (N = MODEL.IAI.NUM_IDS): 0..N-2 tracked memory slots, N-1 "new instance",
 N background. The ID predictor sees the same box-head feature as the box predictor.
 """
-from typing import Dict, List, Tuple
+import math
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from fvcore.nn import sigmoid_focal_loss
@@ -23,7 +24,8 @@ _ID_LOSSES = ("softmax", "focal")
 @ROI_HEADS_REGISTRY.register()
 class IAIROIHeads(StandardROIHeads):
     """
-    StandardROIHeads with an ID predictor ``Linear(box_head_dim, N + 1)``.
+    StandardROIHeads with an ID predictor ``Linear(box_head_dim, N + 1)`` (``use_id_predictor``;
+    without it, identities come from the dense ID decoder and detections are ranked by class).
 
     Training adds ``loss_id`` to Detectron2's box and mask losses; target Instances must carry
     ``gt_ids`` (LongTensor in 0..N-1: memory slot, or N-1 for an instance new in the clip).
@@ -36,6 +38,7 @@ class IAIROIHeads(StandardROIHeads):
         self,
         *,
         num_ids: int,
+        use_id_predictor: bool = True,
         id_loss: str = "softmax",
         id_loss_weight: float = 1.0,
         id_focal_alpha: float = 0.25,
@@ -52,6 +55,8 @@ class IAIROIHeads(StandardROIHeads):
         Args:
             num_ids: N, number of ID channels (slots 0..N-2, "new" N-1); the predictor outputs
                 N + 1 logits (index N = background).
+            use_id_predictor: build the ROI ID predictor (MODEL.IAI.ID_DECODER "roi"). False
+                (decoder "dense"): no ID loss here, ranking and thresholds use the class score.
             id_loss: "softmax" (cross-entropy over N + 1, mean over sampled proposals) or
                 "focal" (sigmoid focal over the N foreground channels, background = all-zero
                 target, normalised by the number of foreground proposals).
@@ -85,11 +90,15 @@ class IAIROIHeads(StandardROIHeads):
         self.nms_thresh = nms_thresh
         self.max_per_frame = max_per_frame
 
-        shape = self.box_head.output_shape
-        in_dim = shape.channels * (shape.height or 1) * (shape.width or 1)
-        self.id_predictor = nn.Linear(in_dim, num_ids + 1)
-        nn.init.normal_(self.id_predictor.weight, std=0.01)
-        nn.init.constant_(self.id_predictor.bias, 0)
+        self.id_predictor = None
+        if use_id_predictor:
+            shape = self.box_head.output_shape
+            in_dim = shape.channels * (shape.height or 1) * (shape.width or 1)
+            self.id_predictor = nn.Linear(in_dim, num_ids + 1)
+            nn.init.normal_(self.id_predictor.weight, std=0.01)
+            # Focal loss: start every sigmoid at the prior 0.01 (as the released head does).
+            prior_bias = -math.log((1 - 0.01) / 0.01) if id_loss == "focal" else 0.0
+            nn.init.constant_(self.id_predictor.bias, prior_bias)
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -98,6 +107,7 @@ class IAIROIHeads(StandardROIHeads):
         ret.update(
             {
                 "num_ids": iai.NUM_IDS,
+                "use_id_predictor": iai.ID_DECODER == "roi",
                 "id_loss": iai.ID_LOSS,
                 "id_loss_weight": iai.ID_LOSS_WEIGHT,
                 "id_focal_alpha": iai.ID_FOCAL_ALPHA,
@@ -171,23 +181,39 @@ class IAIROIHeads(StandardROIHeads):
             ) / num_fg
         return {"loss_id": loss * self.id_loss_weight}
 
+    def id_probabilities(self, id_logits: torch.Tensor) -> torch.Tensor:
+        """
+        Decode ID logits the way the ID loss trained them.
+
+        Args:
+            id_logits: (R, N + 1).
+        Returns:
+            (R, N + 1): softmax over N + 1 (cross-entropy), or sigmoid over the N foreground
+            channels with a zero background column (focal: the background logit is never trained).
+        """
+        if self.id_loss == "softmax":
+            return F.softmax(id_logits, dim=-1)
+        probs = id_logits[:, : self.num_ids].sigmoid()
+        return torch.cat([probs, probs.new_zeros(len(probs), 1)], dim=1)
+
     # ------------------------------------------------------------------ shared box/ID pass
     def _box_and_id_predictions(
         self, features: Dict[str, torch.Tensor], proposals: List[Instances]
-    ) -> Tuple[Tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
+    ) -> Tuple[Tuple[torch.Tensor, torch.Tensor], Optional[torch.Tensor]]:
         """
         Run the box head once and feed its feature to both predictors.
 
         Returns:
             predictions: (scores (R, K+1), deltas (R, K*4 or 4)) of the box predictor.
-            id_logits: (R, N + 1).
+            id_logits: (R, N + 1), or None without an ID predictor.
         """
         features = [features[f] for f in self.box_in_features]
         box_features = self.box_pooler(features, [x.proposal_boxes for x in proposals])
         box_features = self.box_head(box_features)
         predictions = self.box_predictor(box_features)
-        id_logits = self.id_predictor(torch.flatten(box_features, start_dim=1))
-        return predictions, id_logits
+        if self.id_predictor is None:
+            return predictions, None
+        return predictions, self.id_predictor(torch.flatten(box_features, start_dim=1))
 
     def _forward_box(self, features: Dict[str, torch.Tensor], proposals: List[Instances]):
         """
@@ -199,7 +225,8 @@ class IAIROIHeads(StandardROIHeads):
             pred_instances, _ = self.box_predictor.inference(predictions, proposals)
             return pred_instances
         losses = self.box_predictor.losses(predictions, proposals)
-        losses.update(self.id_losses(id_logits, proposals))
+        if id_logits is not None:
+            losses.update(self.id_losses(id_logits, proposals))
         # proposals is modified in-place below, so losses must be computed first.
         if self.train_on_pred_boxes:
             with torch.no_grad():
@@ -224,15 +251,19 @@ class IAIROIHeads(StandardROIHeads):
         Returns:
             B Instances with M <= max_per_frame detections each, sorted by ``rank_scores`` desc:
                 pred_boxes (Boxes, M), scores (M,) max foreground class prob s_cls,
-                pred_classes (M,), class_probs (M, K), id_probs (M, N + 1) softmax,
-                rank_scores (M,), pred_masks (M, 1, Hm, Wm) mask probabilities.
+                pred_classes (M,), class_probs (M, K), id_probs (M, N + 1) (see
+                :meth:`id_probabilities`; absent without an ID predictor), rank_scores (M,),
+                pred_masks (M, 1, Hm, Wm) mask probabilities.
         """
         if self.training:
             raise RuntimeError("IAIROIHeads.inference_frame must be called in eval mode")
         predictions, id_logits = self._box_and_id_predictions(features, proposals)
         boxes = self.box_predictor.predict_boxes(predictions, proposals)
         class_probs = self.box_predictor.predict_probs(predictions, proposals)
-        id_probs = F.softmax(id_logits, dim=-1).split([len(p) for p in proposals])
+        if id_logits is None:
+            id_probs = [None] * len(proposals)
+        else:
+            id_probs = self.id_probabilities(id_logits).split([len(p) for p in proposals])
         weights = self.first_frame_weights if first_frame else self.later_frame_weights
         instances = [
             self._select_detections(b, c, i, p.image_size, weights)
@@ -244,7 +275,7 @@ class IAIROIHeads(StandardROIHeads):
         self,
         boxes: torch.Tensor,
         class_probs: torch.Tensor,
-        id_probs: torch.Tensor,
+        id_probs: Optional[torch.Tensor],
         image_size: Tuple[int, int],
         weights: Tuple[float, float],
     ) -> Instances:
@@ -254,7 +285,8 @@ class IAIROIHeads(StandardROIHeads):
         Args:
             boxes: (R, K*4) class-specific or (R, 4) class-agnostic decoded boxes.
             class_probs: (R, K + 1) class probabilities (index K = background).
-            id_probs: (R, N + 1) ID probabilities (index N = background).
+            id_probs: (R, N + 1) ID probabilities (index N = background), or None: then the
+                ranking score is the class score and only the class threshold applies.
             image_size: (h, w) to clip boxes to.
             weights: (w_cls, w_id).
 
@@ -264,7 +296,6 @@ class IAIROIHeads(StandardROIHeads):
         num_props = boxes.shape[0]
         fg_probs = class_probs[:, : self.num_classes]
         s_cls, classes = fg_probs.max(dim=1)
-        s_id = id_probs[:, : self.num_ids].max(dim=1).values
 
         boxes = boxes.view(num_props, boxes.shape[1] // 4, 4)
         if boxes.shape[1] > 1:
@@ -274,8 +305,13 @@ class IAIROIHeads(StandardROIHeads):
         boxes = Boxes(boxes)
         boxes.clip(image_size)
 
-        rank_scores = weights[0] * s_cls + weights[1] * s_id
-        valid = (s_cls > self.cls_score_thresh) & (s_id > self.id_score_thresh)
+        valid = s_cls > self.cls_score_thresh
+        if id_probs is None:
+            rank_scores = s_cls
+        else:
+            s_id = id_probs[:, : self.num_ids].max(dim=1).values
+            rank_scores = weights[0] * s_cls + weights[1] * s_id
+            valid &= s_id > self.id_score_thresh
         valid &= torch.isfinite(boxes.tensor).all(dim=1)
         keep = valid.nonzero().squeeze(1)
         keep = keep[nms(boxes.tensor[keep].float(), rank_scores[keep].float(), self.nms_thresh)]
@@ -286,6 +322,7 @@ class IAIROIHeads(StandardROIHeads):
         result.scores = s_cls[keep]
         result.pred_classes = classes[keep]
         result.class_probs = fg_probs[keep]
-        result.id_probs = id_probs[keep]
+        if id_probs is not None:
+            result.id_probs = id_probs[keep]
         result.rank_scores = rank_scores[keep]
         return result

@@ -1,0 +1,88 @@
+"""
+Dense identity decoding from the association output (AOT-style): every position of the HAB output
+is classified into the N+1 ID classes (memory slots 0..N-2, "new" N-1, background N). Training
+supervises every pixel with the slot of the GT instance covering it; at inference a detection's ID
+probabilities are the decoded probabilities averaged inside its mask.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+
+__all__ = ["DenseIDHead"]
+
+
+class DenseIDHead(nn.Module):
+    """Conv3x3 + ReLU + Conv1x1 on the HAB output map -> (B, N+1, h, w) ID logits."""
+
+    @configurable
+    def __init__(self, *, in_channels: int, num_ids: int, conv_dim: int, stride: int):
+        """
+        Args:
+            in_channels: HAB width C.
+            num_ids: N; the head predicts N+1 classes.
+            conv_dim: width of the hidden conv.
+            stride: stride of the association level (logits are upsampled by it).
+        """
+        super().__init__()
+        self.num_ids = num_ids
+        self.stride = stride
+        self.conv = nn.Conv2d(in_channels, conv_dim, 3, padding=1)
+        self.predictor = nn.Conv2d(conv_dim, num_ids + 1, 1)
+        nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")
+        nn.init.zeros_(self.conv.bias)
+        nn.init.normal_(self.predictor.weight, std=0.01)
+        nn.init.zeros_(self.predictor.bias)
+
+    @classmethod
+    def from_config(cls, cfg, stride: int):
+        return {
+            "in_channels": cfg.MODEL.IAI.ASSOCIATION.DIM,
+            "num_ids": cfg.MODEL.IAI.NUM_IDS,
+            "conv_dim": cfg.MODEL.IAI.DENSE_ID.CONV_DIM,
+            "stride": stride,
+        }
+
+    def forward(self, hab: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) HAB output -> (B, N+1, h, w) ID logits."""
+        return self.predictor(F.relu(self.conv(hab)))
+
+    def upsample(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, N+1, h, w) -> (B, N+1, h*s, w*s) at the padded image size (bilinear)."""
+        return F.interpolate(logits, scale_factor=self.stride, mode="bilinear", align_corners=False)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """
+        Pixel-wise cross-entropy, foreground and background pixels weighted equally (each term is
+        a mean over its pixels, so the few foreground pixels are not drowned).
+
+        Args:
+            logits: (B, N+1, h, w).
+            labels: (B, h*s, w*s) long ID targets (slot, N-1 "new", N background).
+        Returns:
+            scalar.
+        """
+        ce = F.cross_entropy(self.upsample(logits), labels, reduction="none")
+        fg = labels < self.num_ids
+        loss_bg = ce[~fg].mean() if bool((~fg).any()) else ce.sum() * 0
+        loss_fg = ce[fg].mean() if bool(fg.any()) else ce.sum() * 0
+        return 0.5 * (loss_fg + loss_bg)
+
+    def detection_probs(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            logits: (1, N+1, h, w) of one frame.
+            masks: (M, H, W) bool detection masks at the network input size (H <= h*s, W <= w*s,
+                top-left aligned).
+        Returns:
+            (M, N+1) ID probabilities: the decoded probabilities averaged inside each mask
+            (uniform for an empty mask).
+        """
+        H, W = masks.shape[-2:]
+        probs = self.upsample(logits)[0, :, :H, :W].softmax(dim=0).flatten(1)  # (N+1, H*W)
+        m = masks.flatten(1).to(probs.dtype)  # (M, H*W)
+        area = m.sum(1, keepdim=True)
+        mean = (m @ probs.T) / area.clamp(min=1)
+        return torch.where(area > 0, mean, torch.full_like(mean, 1.0 / (self.num_ids + 1)))
