@@ -4,10 +4,12 @@ from typing import Dict, List
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+from detectron2.utils import comm
+from tqdm import tqdm
 
 from ..utils import json_rle
 
-__all__ = ["VideoTrackAggregator"]
+__all__ = ["VideoTrackAggregator", "track_video"]
 
 
 class VideoTrackAggregator:
@@ -141,3 +143,45 @@ class VideoTrackAggregator:
                 }
             )
         return predictions
+
+
+def track_video(model, video: Dict, top_k: int, score_thresh: float, progress_bar: bool = False) -> Dict:
+    """
+    Online inference over one test video with any model exposing ``num_classes``,
+    ``new_video_state()`` and ``inference_frame(state, image, height, width)`` (returning
+    Instances with ``ID``, ``class_probs`` (M, K) and bool ``pred_masks`` (M, height, width)).
+
+    Args:
+        video: a test record with ``frames`` (lazy sequence of (3, h, w) tensors), ``video_id``,
+            ``length``, ``height``, ``width``.
+        top_k, score_thresh: video-level (track, class) selection of :class:`VideoTrackAggregator`.
+        progress_bar: show a per-frame progress bar (main process only).
+    Returns:
+        dict with video_id, length, height, width and ``predictions`` (see
+        :meth:`VideoTrackAggregator.results`).
+    """
+    frames = video["frames"]
+    length, height, width = video["length"], video["height"], video["width"]
+    if len(frames) != length:
+        raise ValueError(f"Video {video['video_id']}: {len(frames)} frames but length={length}.")
+    state = model.new_video_state()
+    tracks = VideoTrackAggregator(model.num_classes, length, height, width, top_k, score_thresh)
+    progress = tqdm(
+        total=length,
+        desc=f"video {video['video_id']}",
+        unit="frame",
+        leave=False,
+        disable=not (progress_bar and comm.is_main_process()),
+    )
+    for t in range(length):
+        detections = model.inference_frame(state, frames[t], height, width)
+        tracks.add_frame(t, detections.ID.tolist(), detections.class_probs, detections.pred_masks)
+        progress.update(1)
+    progress.close()
+    return {
+        "video_id": video["video_id"],
+        "length": length,
+        "height": height,
+        "width": width,
+        "predictions": tracks.results(),
+    }

@@ -1,0 +1,210 @@
+"""TrackROIHeads: Detectron2's StandardROIHeads plus a MaskTrack R-CNN-style tracking head."""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import nms
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads, select_foreground_proposals
+from detectron2.structures import Boxes, ImageList, Instances
+from detectron2.utils.events import get_event_storage
+from torch import nn
+
+from .matching import affinity_logits
+
+__all__ = ["TrackROIHeads"]
+
+
+@ROI_HEADS_REGISTRY.register()
+class TrackROIHeads(StandardROIHeads):
+    """
+    StandardROIHeads with a tracking head ``Linear(box_head_dim, FC_DIM) -> ReLU ->
+    Linear(FC_DIM, EMBED_DIM)`` on the box-head feature of a box.
+
+    Training: given the embeddings and ``gt_ids`` of a reference frame's GT instances, every
+    foreground proposal of the key frame is classified over [new, reference instances] (logits
+    of :func:`affinity_logits`); the target is the reference instance with the proposal's
+    ``gt_ids``, or "new". Online inference goes through :meth:`inference_frame`.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        track_fc_dim: int,
+        embed_dim: int,
+        track_loss_weight: float = 1.0,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.5,
+        max_per_frame: int = 10,
+        **kwargs,
+    ):
+        """
+        Args:
+            track_fc_dim, embed_dim: hidden and output width of the tracking head.
+            track_loss_weight: multiplier of ``loss_track``.
+            score_thresh: inference keeps boxes whose max foreground class probability exceeds it.
+            nms_thresh: IoU threshold of the class-agnostic NMS at inference.
+            max_per_frame: detections kept per frame at inference.
+            kwargs: arguments of :class:`StandardROIHeads`; a mask head is required.
+        """
+        super().__init__(**kwargs)
+        if not self.mask_on:
+            raise ValueError("TrackROIHeads needs a mask head (MODEL.MASK_ON=True)")
+        shape = self.box_head.output_shape
+        in_dim = shape.channels * (shape.height or 1) * (shape.width or 1)
+        self.track_head = nn.Sequential(
+            nn.Linear(in_dim, track_fc_dim), nn.ReLU(inplace=True), nn.Linear(track_fc_dim, embed_dim)
+        )
+        self.track_loss_weight = track_loss_weight
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.max_per_frame = max_per_frame
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        ret = super().from_config(cfg, input_shape)
+        head = cfg.MODEL.TRACK_HEAD
+        ret.update(
+            track_fc_dim=head.FC_DIM,
+            embed_dim=head.EMBED_DIM,
+            track_loss_weight=head.LOSS_WEIGHT,
+            score_thresh=head.INFERENCE.SCORE_THRESH,
+            nms_thresh=head.INFERENCE.NMS_THRESH,
+            max_per_frame=head.INFERENCE.MAX_PER_FRAME,
+        )
+        return ret
+
+    def embed(self, features: Dict[str, torch.Tensor], boxes: List[Boxes]) -> torch.Tensor:
+        """
+        Args:
+            features: FPN features of B images, e.g. {"p2": (B, C, H/4, W/4), ...}.
+            boxes: B Boxes (R_i boxes each) in input-image coordinates.
+        Returns:
+            (sum R_i, EMBED_DIM) tracking embeddings, image by image.
+        """
+        pooled = self.box_pooler([features[f] for f in self.box_in_features], boxes)
+        return self.track_head(torch.flatten(self.box_head(pooled), start_dim=1))
+
+    # ------------------------------------------------------------------ training
+    def forward(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: Optional[List[Instances]] = None,
+        references: Optional[List[Tuple[torch.Tensor, torch.Tensor]]] = None,
+    ):
+        """
+        :meth:`StandardROIHeads.forward`; in training with ``references`` (per image: the
+        reference frame's GT embeddings (R_ref, D) and ``gt_ids`` (R_ref,)), also ``loss_track``.
+        Targets must then carry ``gt_ids`` (identities shared with the reference frame).
+        """
+        if not self.training or references is None:
+            return super().forward(images, features, proposals, targets)
+        for i, target in enumerate(targets):
+            if not target.has("gt_ids"):
+                raise ValueError(f"TrackROIHeads: training targets of image {i} have no `gt_ids` field")
+        proposals, losses = super().forward(images, features, proposals, targets)
+        losses.update(self.track_losses(features, proposals, references))
+        return proposals, losses
+
+    def track_losses(
+        self,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        references: List[Tuple[torch.Tensor, torch.Tensor]],
+    ) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            features: FPN features of the B key frames.
+            proposals: B sampled proposals with gt_classes and gt_ids.
+            references: per image, (embeddings (R_ref, D), gt_ids (R_ref,)) of the reference frame.
+        Returns:
+            {"loss_track": cross-entropy over [new, reference instances], mean over the
+            foreground proposals, times the loss weight}.
+        """
+        fg_proposals, _ = select_foreground_proposals(proposals, self.num_classes)
+        embeddings = self.embed(features, [p.proposal_boxes for p in fg_proposals])
+        num_fg = embeddings.shape[0]
+        if num_fg == 0:
+            return {"loss_track": embeddings.sum() * 0.0}
+        total, correct = embeddings.new_zeros(()), 0
+        for emb, props, (ref_emb, ref_ids) in zip(
+            embeddings.split([len(p) for p in fg_proposals]), fg_proposals, references
+        ):
+            if len(props) == 0:
+                continue
+            logits = affinity_logits(emb, ref_emb)
+            same = props.gt_ids[:, None] == ref_ids[None, :]  # (R, R_ref), one True at most per row
+            target = torch.where(same.any(dim=1), same.float().argmax(dim=1) + 1, 0)
+            total = total + F.cross_entropy(logits, target, reduction="sum")
+            correct += int((logits.argmax(dim=1) == target).sum())
+        get_event_storage().put_scalar("track_head/accuracy", correct / num_fg)
+        return {"loss_track": total / num_fg * self.track_loss_weight}
+
+    # ------------------------------------------------------------------ online inference
+    def inference_frame(
+        self, features: Dict[str, torch.Tensor], proposals: List[Instances]
+    ) -> List[Instances]:
+        """
+        Per-frame detections with tracking embeddings (eval mode).
+
+        Args:
+            features: FPN features of B images.
+            proposals: B Instances with ``proposal_boxes`` (image_size = network input size).
+        Returns:
+            B Instances with M <= max_per_frame detections each, score descending: pred_boxes
+            (Boxes, M), scores (M,) max foreground class probability, pred_classes (M,),
+            class_probs (M, K), embeddings (M, D) of the final boxes, pred_masks (M, 1, Hm, Wm)
+            mask probabilities.
+        """
+        if self.training:
+            raise RuntimeError("TrackROIHeads.inference_frame must be called in eval mode")
+        box_features = [features[f] for f in self.box_in_features]
+        pooled = self.box_pooler(box_features, [p.proposal_boxes for p in proposals])
+        predictions = self.box_predictor(self.box_head(pooled))
+        boxes = self.box_predictor.predict_boxes(predictions, proposals)
+        class_probs = self.box_predictor.predict_probs(predictions, proposals)
+        instances = [
+            self._select_detections(b, c, p.image_size) for b, c, p in zip(boxes, class_probs, proposals)
+        ]
+        instances = self.forward_with_given_boxes(features, instances)
+        embeddings = self.embed(features, [i.pred_boxes for i in instances])
+        for inst, emb in zip(instances, embeddings.split([len(i) for i in instances])):
+            inst.embeddings = emb
+        return instances
+
+    def _select_detections(
+        self, boxes: torch.Tensor, class_probs: torch.Tensor, image_size: Tuple[int, int]
+    ) -> Instances:
+        """
+        Score threshold, class-agnostic NMS and top-k for one image.
+
+        Args:
+            boxes: (R, K*4) class-specific or (R, 4) class-agnostic decoded boxes.
+            class_probs: (R, K + 1) class probabilities (index K = background).
+            image_size: (h, w) to clip boxes to.
+        Returns:
+            Instances with pred_boxes, scores, pred_classes, class_probs.
+        """
+        num_props = boxes.shape[0]
+        fg_probs = class_probs[:, : self.num_classes]
+        scores, classes = fg_probs.max(dim=1)
+        boxes = boxes.view(num_props, -1, 4)
+        if boxes.shape[1] > 1:
+            boxes = boxes[torch.arange(num_props, device=boxes.device), classes]
+        else:
+            boxes = boxes[:, 0]
+        boxes = Boxes(boxes)
+        boxes.clip(image_size)
+        valid = (scores > self.score_thresh) & torch.isfinite(boxes.tensor).all(dim=1)
+        keep = valid.nonzero().squeeze(1)
+        keep = keep[nms(boxes.tensor[keep].float(), scores[keep].float(), self.nms_thresh)]
+        keep = keep[: self.max_per_frame]
+        result = Instances(image_size)
+        result.pred_boxes = boxes[keep]
+        result.scores = scores[keep]
+        result.pred_classes = classes[keep]
+        result.class_probs = fg_probs[keep]
+        return result
