@@ -3,6 +3,7 @@
 import logging
 import os
 import weakref
+from collections.abc import Mapping
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -13,6 +14,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
+from . import modeling  # noqa: F401  (registers the IAI architecture for build_model)
 from .data import build_clip_train_loader, build_video_test_loader, resolve_ytvis_paths
 from .evaluation import YTVISEvaluator
 from .utils import atomic_write
@@ -22,7 +24,27 @@ __all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "build_iai_optim
 
 class AtomicCheckpointer(DetectionCheckpointer):
     """DetectionCheckpointer whose checkpoint and ``last_checkpoint`` files are written atomically,
-    so an interrupted save never leaves a truncated ``model_*.pth`` behind."""
+    so an interrupted save never leaves a truncated ``model_*.pth`` behind; a file that is not a
+    readable checkpoint is a one-line ValueError naming it."""
+
+    def _load_file(self, filename: str):
+        try:
+            data = super()._load_file(filename)
+        except Exception as e:  # pickle / zip / torch errors of a corrupt or foreign file
+            raise ValueError(f"{filename} is not a readable checkpoint (truncated, or not a .pth/.pkl "
+                             f"model file): {type(e).__name__}: {' '.join(str(e).split())}") from None
+        if not isinstance(data, Mapping) or not isinstance(data.get("model"), Mapping):
+            raise ValueError(f"{filename} is not a model checkpoint (no 'model' state dict)")
+        return data
+
+    def remove_stale_temporaries(self) -> None:
+        """Delete temporary files of saves killed midway (``.tmp_model_*``, ``.tmp_last_checkpoint*``)."""
+        if not self.save_dir or not self.save_to_disk or not os.path.isdir(self.save_dir):
+            return
+        for name in os.listdir(self.save_dir):
+            if name.startswith((".tmp_model_", ".tmp_last_checkpoint")):
+                self.logger.info(f"Removing {name}, left by an interrupted checkpoint save")
+                os.remove(os.path.join(self.save_dir, name))
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -69,9 +91,12 @@ class LossCurveHook(hooks.HookBase):
         self.output_dir = output_dir
 
     def after_train(self):
-        history = get_event_storage().history("total_loss").values()
-        if not history:
+        # after_train also runs when training failed: then there may be no history, and raising
+        # here would hide the real error.
+        storage = get_event_storage()
+        if "total_loss" not in storage.histories():
             return
+        history = storage.history("total_loss").values()
         import matplotlib
 
         matplotlib.use("Agg")
@@ -124,8 +149,17 @@ class IAITrainer(DefaultTrainer):
             ret.append(LossCurveHook(self.cfg.OUTPUT_DIR))
         return ret
 
+    def resume_or_load(self, resume=True):
+        if comm.is_main_process():
+            self.checkpointer.remove_stale_temporaries()
+        super().resume_or_load(resume=resume)
+
     @classmethod
     def build_train_loader(cls, cfg):
+        world = comm.get_world_size()
+        if cfg.SOLVER.IMS_PER_BATCH < 1 or cfg.SOLVER.IMS_PER_BATCH % world:
+            raise ValueError(f"SOLVER.IMS_PER_BATCH (clips per iteration, all processes) must be a positive "
+                             f"multiple of the {world} process(es), got {cfg.SOLVER.IMS_PER_BATCH}")
         return build_clip_train_loader(cfg)
 
     @classmethod

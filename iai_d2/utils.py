@@ -1,9 +1,11 @@
 """Small file utilities shared by the package."""
 
+import logging
 import os
 import tempfile
+import warnings
 
-__all__ = ["atomic_write", "check_weights", "check_ytvis_json", "json_rle"]
+__all__ = ["atomic_write", "check_weights", "check_ytvis_json", "filter_library_warnings", "json_rle"]
 
 
 def atomic_write(path: str, write_fn, mode: str = "wb") -> None:
@@ -61,3 +63,14 @@ def check_ytvis_json(data, json_file: str) -> None:
             raise ValueError(f"{json_file}: '{key}' must be a list of objects, got {got}")
     if not data["videos"]:
         raise ValueError(f"{json_file}: 'videos' is empty")
+
+
+def filter_library_warnings() -> None:
+    """Silence the third-party deprecation notices every command would print several times
+    (``torch.jit.script`` and ``torch.meshgrid`` inside Detectron2, torch.fx's ``is_fx_tracing``
+    log line). Call it at an entry point before importing Detectron2."""
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
+    logging.getLogger("torch.fx._symbolic_trace").addFilter(
+        lambda record: not record.getMessage().startswith("is_fx_tracing will return true")
+    )
