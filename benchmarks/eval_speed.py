@@ -5,12 +5,15 @@
 GT: 1-6 moving, growing ellipses per video (40 categories). Predictions: ``--preds`` tracks per video,
 70% noisy copies of GT tracks (jittered, rescaled, some frames dropped, sometimes a wrong class),
 30% random ellipses. Every video has ``--frames`` frames (the worst case). RLEs are built directly
-from the ellipse geometry (column runs), so generating a large split stays cheap. Prints the sizes,
-the seconds to load GT + results from json, and the seconds to evaluate.
+from the ellipse geometry (column runs), so generating a large split stays cheap. Prints the sizes and
+the time split: importing the evaluation package (fresh interpreter; it must not load torch or
+Detectron2), parsing the jsons, building + validating the tracks, scoring, and the offline CLI
+(``python -m iai_d2.evaluation``, one thread) end to end.
 """
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,8 +22,9 @@ import numpy as np
 from pycocotools import mask as mask_util
 from tabulate import tabulate
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from iai_d2.evaluation.ytvis_eval import evaluate, load_ground_truth, load_results  # noqa: E402
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, REPO)
+from iai_d2.evaluation.ytvis_eval import evaluate, load_ground_truth, load_results, read_json  # noqa: E402
 
 NUM_CATEGORIES = 40
 
@@ -114,6 +118,15 @@ def build_split(num_videos, frames, preds, height, width, seed=0):
     return gt, results
 
 
+def cli_import_seconds():
+    """Seconds to import iai_d2.evaluation in a fresh interpreter, and the heavy packages it loaded."""
+    code = ("import sys, time; t = time.perf_counter(); import iai_d2.evaluation; "
+            "print(time.perf_counter() - t, *[m for m in ('torch', 'detectron2') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    seconds, *heavy = out.stdout.split()
+    return float(seconds), ", ".join(heavy)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--videos", type=int, default=302)
@@ -134,19 +147,34 @@ def main(argv=None):
                 json.dump(obj, f)
         res_mb = os.path.getsize(res_path) / 2**20
         del gt_json, results
+        import_s, heavy = cli_import_seconds()
         start = time.perf_counter()
-        gt = load_ground_truth(gt_path)
-        dets = load_results(res_path, gt)
+        cli = subprocess.run([sys.executable, "-m", "iai_d2.evaluation", "--gt", gt_path, "--results", res_path],
+                             cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
+        cli_s = time.perf_counter() - start
+        if cli.returncode:
+            sys.exit(f"the evaluation CLI failed: {cli.stderr.strip()}")
+        start = time.perf_counter()
+        gt_raw, res_raw = read_json(gt_path, "ground-truth"), read_json(res_path, "results")
+        parse_s = time.perf_counter() - start
+        start = time.perf_counter()
+        gt = load_ground_truth(gt_raw)
+        dets = load_results(res_raw, gt)
         load_s = time.perf_counter() - start
     start = time.perf_counter()
     metrics = evaluate(gt, dets)
     eval_s = time.perf_counter() - start
+    cli_ap = json.loads(cli.stdout.strip().splitlines()[-1])["AP"]
     rows = [["videos", args.videos], ["frames per video", args.frames],
             ["frame size", f"{args.height}x{args.width}"], ["GT tracks", len(gt.tracks)],
             ["predicted tracks", len(dets)], ["results.json (MiB)", f"{res_mb:.1f}"],
-            ["build synthetic split (s)", f"{build_s:.1f}"], ["load GT + results (s)", f"{load_s:.2f}"],
-            ["evaluate (s)", f"{eval_s:.2f}"], ["AP / AP50", f"{metrics.summary['AP']:.2f} / "
-                                                              f"{metrics.summary['AP50']:.2f}"]]
+            ["build synthetic split (s)", f"{build_s:.1f}"],
+            ["import iai_d2.evaluation (s)", f"{import_s:.2f}" + (f" (loads {heavy})" if heavy else "")],
+            ["parse GT + results json (s)", f"{parse_s:.2f}"],
+            ["build tracks + validate (s)", f"{load_s:.2f}"],
+            ["evaluate (s)", f"{eval_s:.2f}"],
+            ["CLI end to end, 1 thread (s)", f"{cli_s:.2f}"],
+            ["AP / AP50", f"{metrics.summary['AP']:.2f} / {metrics.summary['AP50']:.2f} (CLI AP {cli_ap:.2f})"]]
     print(tabulate(rows, tablefmt="pipe", headers=["", "value"]))
 
 

@@ -4,12 +4,12 @@ import logging
 
 import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
+from .engine import AtomicCheckpointer
 from .utils import check_weights
 
 __all__ = ["VideoPredictor"]
@@ -38,7 +38,7 @@ class VideoPredictor:
         check_weights(cfg.MODEL.WEIGHTS)
         if not cfg.MODEL.WEIGHTS:
             logger.warning("VideoPredictor: MODEL.WEIGHTS is empty, the model is untrained")
-        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        AtomicCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)  # bad files: ValueError naming them
         self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
@@ -59,6 +59,11 @@ class VideoPredictor:
         if not isinstance(frame_bgr, np.ndarray) or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
             shape = getattr(frame_bgr, "shape", None)
             raise ValueError(f"VideoPredictor expects an (H, W, 3) BGR uint8 array, got shape {shape}")
+        if frame_bgr.dtype != np.uint8:  # a float frame in [0, 1] or a 16-bit frame gives junk tracks
+            raise ValueError(f"VideoPredictor expects a uint8 frame (0..255), got dtype {frame_bgr.dtype}; "
+                             "convert it, e.g. (frame * 255).round().astype(np.uint8) for [0, 1] floats")
+        if frame_bgr.shape[0] < 1 or frame_bgr.shape[1] < 1:
+            raise ValueError(f"VideoPredictor got an empty frame of shape {frame_bgr.shape}")
         if self.state is None:
             self.reset()
         if self.input_format == "RGB":

@@ -14,15 +14,19 @@ import glob
 import os
 import sys
 
-import cv2
-import numpy as np
-import tqdm
-from detectron2.config import get_cfg
-from detectron2.utils.logger import setup_logger
-from detectron2.utils.video_visualizer import VideoVisualizer
+from iai_d2.utils import filter_library_warnings
 
-from iai_d2 import add_iai_config
-from iai_d2.predictor import VideoPredictor
+filter_library_warnings()  # before Detectron2 is imported
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import tqdm  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+from detectron2.utils.video_visualizer import VideoVisualizer  # noqa: E402
+
+from iai_d2 import add_iai_config  # noqa: E402
+from iai_d2.predictor import VideoPredictor  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -51,10 +55,16 @@ def open_frames(source: str):
             raise SystemExit(f"error: no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {source}")
 
         def read_all():
+            first = None
             for f in files:
                 frame = cv2.imread(f, cv2.IMREAD_COLOR)
                 if frame is None:
                     raise SystemExit(f"error: cannot decode image {f}")
+                first = first or (f, frame.shape[:2])
+                if frame.shape[:2] != first[1]:  # a video has one frame size (OpenCV drops the others)
+                    raise SystemExit(f"error: frame {f} is {frame.shape[1]}x{frame.shape[0]} but the first "
+                                     f"frame {first[0]} is {first[1][1]}x{first[1][0]}; all frames of a "
+                                     "video must have one size")
                 yield frame
 
         return read_all(), len(files), None
@@ -91,9 +101,11 @@ class FrameSink:
         if self.to_file:
             root, ext = os.path.splitext(os.path.abspath(output))
             self.tmp = f"{root}.partial{ext}"
-            os.makedirs(os.path.dirname(self.tmp), exist_ok=True)
-        else:
-            os.makedirs(output, exist_ok=True)
+        folder = os.path.dirname(self.tmp) if self.to_file else output
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise SystemExit(f"error: cannot create the output folder {folder}: {e.strerror}")
 
     def write(self, frame_bgr: np.ndarray) -> None:
         if not self.to_file:

@@ -8,7 +8,11 @@ Example (the layout ``synthetic_vis_{train,val}`` expect under $DETECTRON2_DATAS
 import argparse
 import time
 
-from iai_d2.data.synthetic import generate_synthetic_vis
+from iai_d2.utils import filter_library_warnings
+
+filter_library_warnings()  # before Detectron2 is imported
+
+from iai_d2.data.synthetic import generate_synthetic_vis  # noqa: E402
 
 
 def main():
@@ -24,6 +28,13 @@ def main():
     parser.add_argument("--occlusion", type=float, default=0.5,
                         help="0..1: more crossings, overlap and full occlusions when larger")
     args = parser.parse_args()
+    for name in ("videos", "frames", "height", "width"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    if args.val_videos is not None and args.val_videos < 1:
+        parser.error(f"--val-videos must be >= 1, got {args.val_videos}")
+    if not 0.0 <= args.occlusion <= 1.0:
+        parser.error(f"--occlusion must be in [0, 1], got {args.occlusion}")
     start = time.perf_counter()
     paths = generate_synthetic_vis(
         args.out, num_videos=args.videos, num_frames=args.frames, height=args.height,

@@ -9,14 +9,18 @@ one row per clip, one panel per frame, each instance coloured and labelled by it
 import argparse
 import os
 
-import cv2
-import numpy as np
-from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.utils.visualizer import Visualizer
+from iai_d2.utils import filter_library_warnings
 
-from iai_d2 import add_iai_config
-from iai_d2.data.clip_mapper import YTVISClipDatasetMapper
+filter_library_warnings()  # before Detectron2 is imported
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
+from detectron2.utils.visualizer import Visualizer  # noqa: E402
+
+from iai_d2 import add_iai_config  # noqa: E402
+from iai_d2.data.clip_mapper import YTVISClipDatasetMapper  # noqa: E402
 
 SLOT_COLORS = np.array(
     [
