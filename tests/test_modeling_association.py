@@ -259,3 +259,36 @@ def test_gradients_reach_earlier_frame_and_id_bank(local, glob):
     assert mem.hab.linear_q.weight.grad.abs().sum() > 0
     if glob:  # frame 0 is only reachable through the global memory three frames later
         assert x0.grad is not None and x0.grad.abs().sum() > 0
+
+
+def _labels_Y(labels):
+    """(B, Hp, Wp) long labels -> one-hot Y (B, NUM_IDS + 1, Hp, Wp)."""
+    return torch.nn.functional.one_hot(labels, NUM_IDS + 1).permute(0, 3, 1, 2).float()
+
+
+def test_memory_held_slots_and_forgetting_a_recycled_slot():
+    """Defect: a recycled slot kept showing its old owner in the stored frames."""
+    mem = _memory(interval=1)
+    x = torch.randn(H * W, 1, 32)
+    labels = torch.full((1, H * S, W * S), NUM_IDS, dtype=torch.long)
+    labels[0, :S, :S] = 0  # slot 0 in the top-left token
+    labels[0, S:, 2 * S:] = 2  # slot 2 in the bottom-right token
+    with torch.no_grad():
+        assert mem.held_slots(NUM_IDS - 1).numel() == 0
+        mem.reference(x, (H, W))
+        mem.reset_memory(_labels_Y(labels))
+        assert mem.held_slots(NUM_IDS - 1).tolist() == [[True, False, True]]
+        only_slot_2 = labels.masked_fill(labels == 0, NUM_IDS)
+        mem.match(x, (H, W))
+        mem.update(_labels_Y(only_slot_2))
+        values_before = [v.clone() for v in mem.global_kv()]
+        mem.forget_slots([0])
+        assert mem.held_slots(NUM_IDS - 1).tolist() == [[False, False, True]]
+        # Frame 0 now looks as if it had been written without slot 0.
+        fresh = _memory(interval=1)
+        fresh.reference(x, (H, W))
+        fresh.reset_memory(_labels_Y(only_slot_2))
+        L = H * W
+        torch.testing.assert_close(mem.global_kv()[1][:L], fresh.global_kv()[1])
+        # Frame 1 never held slot 0: unchanged.
+        torch.testing.assert_close(mem.global_kv()[1][L:], values_before[1][L:])

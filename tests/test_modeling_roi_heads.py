@@ -256,3 +256,30 @@ def test_inference_frame_without_detections(num_proposals):
     assert out.class_probs.shape == (0, K) and out.id_probs.shape == (0, N + 1)
     assert out.pred_masks.shape == (0, 1, 28, 28)
     assert out.image_size == (IMG, IMG)
+
+
+def test_focal_id_decoding_matches_its_loss():
+    """Defect: the focal ID loss (background never trained) was decoded with a softmax."""
+    heads = make_heads(make_cfg(ID_LOSS="focal"))
+    prior = heads.id_predictor.bias.detach()
+    torch.testing.assert_close(prior.sigmoid(), torch.full_like(prior, 0.01))
+    logits = torch.tensor([[2.0, -1.0, 0.0] + [-3.0] * (N - 3) + [50.0]])
+    probs = heads.id_probabilities(logits)
+    torch.testing.assert_close(probs[0, :N], logits[0, :N].sigmoid())
+    assert probs[0, N] == 0  # the untrained background logit plays no part
+    softmax_heads = make_heads(make_cfg())
+    torch.testing.assert_close(softmax_heads.id_probabilities(logits), logits.softmax(-1))
+
+
+def test_without_id_predictor_detections_rank_by_class(monkeypatch):
+    heads = make_heads(make_cfg(ID_DECODER="dense"))
+    assert heads.id_predictor is None
+    heads.train()
+    targets = [make_targets([[8, 8, 30, 30]], [0], [1])]
+    with EventStorage():
+        _, losses = heads(None, make_features(), [random_proposals(16)], targets)
+    assert "loss_id" not in losses
+    heads.eval()
+    out = heads.inference_frame(make_features(), [random_proposals(40)], first_frame=False)[0]
+    assert not out.has("id_probs")
+    torch.testing.assert_close(out.rank_scores, out.scores)
