@@ -1,0 +1,212 @@
+"""
+Tracking diagnosis: is the detector or the association the bottleneck?
+
+A video model runs once over an annotated split; its per-frame detections are then scored with
+three identity labellings, aggregated and scored identically (``VideoTrackAggregator`` +
+``YTVISEvaluator``): the model's own IDs, greedy mask-IoU linking to the previous frame (no
+learning) and oracle IDs (each detection gets the GT track it matches). Identity statistics (ID
+switches, fragmentation, kept / swapped / new IDs of continuing tracks) come from
+:mod:`iai_d2.inference.relabel`.
+
+A model qualifies if it has ``new_video_state()`` and ``inference_frame(state, image, height,
+width)`` returning Instances with ``pred_masks`` (M, H, W) bool, ``class_probs`` (M, K) and ``ID`` (M,).
+"""
+import json
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Dict, List
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+from detectron2.evaluation.evaluator import inference_context
+from tabulate import tabulate
+
+from ..data import build_video_test_loader, get_video_dataset_dicts
+from ..inference.relabel import (
+    GT_IOU_THRESH,
+    LINK_IOU_THRESH,
+    as_rles,
+    iou_link_ids,
+    match_to_gt,
+    oracle_ids,
+    tracking_statistics,
+)
+from ..inference.tracks import VideoTrackAggregator
+from ..utils import atomic_write
+from .evaluator import YTVISEvaluator
+
+__all__ = ["LABELLINGS", "VideoDetections", "diagnose", "diagnosis_table", "run_video", "video_predictions"]
+
+logger = logging.getLogger(__name__)
+
+# labelling key -> table row name
+LABELLINGS = OrderedDict([("model", "model IDs"), ("iou_link", "IoU-linked"), ("oracle", "oracle")])
+TABLE_COLUMNS = ("AP", "AP50", "AP75", "AR1", "AR10", "id_switches", "fragmentation", "kept", "swap", "new")
+
+
+@dataclass
+class VideoDetections:
+    """One video's per-frame detections: per frame, M RLEs, (M, K) class probabilities and M
+    model track ids."""
+
+    video_id: int
+    length: int
+    height: int
+    width: int
+    rles: List[List[dict]]
+    class_probs: List[np.ndarray]
+    model_ids: List[List[int]]
+
+
+def run_video(model, video: Dict) -> VideoDetections:
+    """Run ``model`` online over a test video record (``frames``, ``video_id``, ``length``,
+    ``height``, ``width``), one frame at a time, as ``inference_video`` does."""
+    length, height, width = video["length"], video["height"], video["width"]
+    state = model.new_video_state()
+    dets = VideoDetections(video["video_id"], length, height, width, [], [], [])
+    for t in range(length):
+        instances = model.inference_frame(state, video["frames"][t], height, width)
+        dets.rles.append(as_rles(instances.pred_masks.cpu().numpy()))
+        dets.class_probs.append(instances.class_probs.cpu().double().numpy())
+        dets.model_ids.append(instances.ID.tolist())
+    return dets
+
+
+def _gt_frames(record: Dict) -> List[Dict[int, dict]]:
+    """Per frame {track id: RLE} of the non-crowd GT instances of a video record."""
+    if "annotations" not in record:
+        raise ValueError(f"video id {record['video_id']} has no annotations; the diagnosis needs GT")
+    h, w = record["height"], record["width"]
+    frames = []
+    for annos in record["annotations"]:
+        gts = {}
+        for a in annos:
+            if a.get("iscrowd", 0):
+                continue
+            segm = a["segmentation"]
+            gts[a["id"]] = mask_util.merge(mask_util.frPyObjects(segm, h, w)) if isinstance(segm, list) else segm
+        frames.append(gts)
+    return frames
+
+
+def _masks(rles: List[dict], height: int, width: int) -> torch.Tensor:
+    """(M, height, width) bool tensor of M RLEs."""
+    if not rles:
+        return torch.zeros((0, height, width), dtype=torch.bool)
+    return torch.from_numpy(mask_util.decode(rles)).permute(2, 0, 1).bool()
+
+
+def video_predictions(
+    dets: VideoDetections, ids: List[List[int]], num_classes: int, top_k: int, score_thresh: float
+) -> List[dict]:
+    """A video's YTVIS predictions (``VideoTrackAggregator.results``) with the track ids ``ids``
+    (per frame, one per detection of ``dets``)."""
+    tracks = VideoTrackAggregator(num_classes, dets.length, dets.height, dets.width, top_k, score_thresh)
+    for t in range(dets.length):
+        probs = torch.from_numpy(dets.class_probs[t].reshape(len(ids[t]), num_classes))
+        tracks.add_frame(t, ids[t], probs, _masks(dets.rles[t], dets.height, dets.width))
+    return tracks.results()
+
+
+def _score(dataset_name, videos, ids_per_video, num_classes, top_k, score_thresh, output_dir):
+    """Aggregate every video with its labelling, score the split; returns the evaluator's segm dict."""
+    evaluator = YTVISEvaluator(dataset_name, output_dir=output_dir, distributed=False)
+    for dets, ids in zip(videos, ids_per_video):
+        predictions = video_predictions(dets, ids, num_classes, top_k, score_thresh)
+        evaluator.process([{"video_id": dets.video_id}], [{"predictions": predictions}])
+    return evaluator.evaluate()["segm"]
+
+
+def diagnose(
+    cfg,
+    model,
+    dataset_name: str = None,
+    output_dir: str = None,
+    link_iou_thresh: float = LINK_IOU_THRESH,
+    gt_iou_thresh: float = GT_IOU_THRESH,
+) -> Dict:
+    """
+    Run ``model`` once over an annotated split (on this process only) and score its detections
+    with the model's, IoU-linked and oracle identities.
+
+    Args:
+        cfg: the model's config (test input size, ``MODEL.ROI_HEADS.NUM_CLASSES``,
+            ``MODEL.IAI.INFERENCE.VIDEO_TOPK`` / ``VIDEO_SCORE_THRESH``, ``DATASETS.TEST[0]``).
+        dataset_name: a registered YTVIS-format split with annotations (default DATASETS.TEST[0]).
+        output_dir: if given, ``<labelling>/results.json`` + ``submission.zip`` per labelling,
+            ``diagnosis.json`` and ``diagnosis.md`` are written there (atomically).
+        link_iou_thresh: IoU linking links a pair when its mask IoU is above this.
+        gt_iou_thresh: a detection matches a GT track (oracle, statistics) at mask IoU >= this.
+    Returns:
+        dict: dataset, videos, gt_tracks (matched at least once), thresholds, and ``rows``:
+        {labelling: {AP, AP50, AP75, AR1, AR10, id_switches, fragmentation (mean distinct ids
+        per matched GT track), kept, swap, new}} for labellings model, iou_link, oracle.
+    """
+    dataset_name = dataset_name or cfg.DATASETS.TEST[0]
+    records = {r["video_id"]: r for r in get_video_dataset_dicts(dataset_name, filter_empty=False)}
+    gt_frames = {vid: _gt_frames(r) for vid, r in records.items()}
+    videos = []
+    with inference_context(model), torch.no_grad():
+        for batch in build_video_test_loader(cfg, dataset_name):
+            for video in batch:
+                videos.append(run_video(model, video))
+    logger.info(f"Tracking diagnosis: ran the model on {len(videos)} videos of {dataset_name}")
+
+    labellings = {
+        "model": [v.model_ids for v in videos],
+        "iou_link": [iou_link_ids(v.rles, link_iou_thresh) for v in videos],
+        "oracle": [oracle_ids(v.rles, gt_frames[v.video_id], gt_iou_thresh) for v in videos],
+    }
+    matches = [match_to_gt(v.rles, gt_frames[v.video_id], gt_iou_thresh) for v in videos]
+    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    inference = cfg.MODEL.IAI.INFERENCE
+    rows = OrderedDict()
+    num_gt_tracks = 0
+    for key in LABELLINGS:
+        sub_dir = os.path.join(output_dir, key) if output_dir else None
+        segm = _score(dataset_name, videos, labellings[key], num_classes, inference.VIDEO_TOPK,
+                      inference.VIDEO_SCORE_THRESH, sub_dir)
+        row = OrderedDict((name, float(segm[name])) for name in TABLE_COLUMNS[:5])
+        counts = {"id_switches": 0, "kept": 0, "swap": 0, "new": 0}
+        fragments = []
+        for ids, match in zip(labellings[key], matches):
+            stats = tracking_statistics(ids, match)
+            for name in counts:
+                counts[name] += stats[name]
+            fragments.extend(stats["fragments"].values())
+        num_gt_tracks = len(fragments)
+        row["id_switches"] = counts["id_switches"]
+        row["fragmentation"] = float(np.mean(fragments)) if fragments else float("nan")
+        row.update((name, counts[name]) for name in ("kept", "swap", "new"))
+        rows[key] = row
+    result = {
+        "dataset": dataset_name,
+        "videos": len(videos),
+        "gt_tracks": num_gt_tracks,
+        "link_iou_thresh": link_iou_thresh,
+        "gt_iou_thresh": gt_iou_thresh,
+        "rows": rows,
+    }
+    if output_dir:
+        atomic_write(os.path.join(output_dir, "diagnosis.json"), lambda f: json.dump(result, f, indent=2), "w")
+        atomic_write(os.path.join(output_dir, "diagnosis.md"), lambda f: f.write(diagnosis_table(result) + "\n"), "w")
+    return result
+
+
+def diagnosis_table(result: Dict) -> str:
+    """Markdown table of a :func:`diagnose` result, one row per labelling, and a legend line."""
+    rows = []
+    for key, row in result["rows"].items():
+        rows.append([LABELLINGS[key]] + [f"{row[c]:.1f}" if isinstance(row[c], float) else row[c]
+                                         for c in TABLE_COLUMNS])
+    table = tabulate(rows, headers=["identities", *TABLE_COLUMNS], tablefmt="pipe")
+    return (
+        f"{table}\n\n{result['dataset']}: {result['videos']} videos, {result['gt_tracks']} GT tracks "
+        f"matched (mask IoU >= {result['gt_iou_thresh']}); IoU linking at mask IoU > "
+        f"{result['link_iou_thresh']}. fragmentation = mean distinct ids per matched GT track; "
+        "kept / swap / new = detections continuing a GT track matched in the previous frame that "
+        "keep its id / take another existing id / start a new id."
+    )

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""
+Tracking diagnosis: run a video model once over an annotated split and score the same detections
+with the model's own IDs, greedy mask-IoU linking, and oracle (GT) identities.
+
+    python tools/analyze_tracking.py --config-file configs/synthetic/iai_tiny.yaml \
+        MODEL.WEIGHTS output/demo/model_final.pth
+    python tools/analyze_tracking.py --config-file ... --dataset synthetic_vis_val --output DIR
+
+Prints the table and writes DIR/diagnosis.{json,md} and DIR/<labelling>/{results.json,submission.zip}
+(default DIR: OUTPUT_DIR/tracking_diagnosis).
+"""
+import argparse
+import os
+import sys
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.utils.logger import setup_logger
+
+from iai_d2 import add_iai_config
+from iai_d2.engine import IAITrainer
+from iai_d2.evaluation.diagnosis import diagnose, diagnosis_table
+from iai_d2.inference.relabel import GT_IOU_THRESH, LINK_IOU_THRESH
+from iai_d2.utils import check_weights
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--dataset", help="annotated split to run on (default: DATASETS.TEST[0])")
+    parser.add_argument("--output", help="output directory (default: OUTPUT_DIR/tracking_diagnosis)")
+    parser.add_argument("--link-iou", type=float, default=LINK_IOU_THRESH,
+                        help="IoU linking: link a pair when its mask IoU is above this")
+    parser.add_argument("--gt-iou", type=float, default=GT_IOU_THRESH,
+                        help="a detection matches a GT track at mask IoU >= this (oracle, statistics)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
+    return parser.parse_args(argv)
+
+
+def main(args):
+    cfg = get_cfg()
+    add_iai_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    setup_logger(name="detectron2")
+    setup_logger(name="iai_d2")
+    check_weights(cfg.MODEL.WEIGHTS)
+    model = IAITrainer.build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    output_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "tracking_diagnosis")
+    result = diagnose(cfg, model, args.dataset, output_dir, args.link_iou, args.gt_iou)
+    print(diagnosis_table(result))
+    print(f"Wrote {os.path.join(output_dir, 'diagnosis.md')} and diagnosis.json")
+
+
+if __name__ == "__main__":
+    try:
+        main(parse_args())
+    except (FileNotFoundError, ValueError) as e:
+        # Bad data, config or weights: the message names the file / video / key; no traceback.
+        sys.exit(f"error: {e}")
