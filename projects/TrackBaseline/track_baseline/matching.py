@@ -41,8 +41,10 @@ def match_scores(
     coeffs: Sequence[float],
 ) -> torch.Tensor:
     """
-    MaskTrack R-CNN's matching score ``log p + a * log(score) + b * IoU + g * [same class]``;
-    the IoU and class terms are 0 for the "new" column.
+    MaskTrack R-CNN's matching score ``log p + a * log(score) + b * IoU + g * [same class]`` for
+    the track columns, ``log p`` for the "new" column. (MaskTrack R-CNN adds ``a * log(score)``
+    to "new" too, which changes no detection's argmax; it only counts when two detections want
+    the same track, and leaving it out of "new" keeps it counting in the joint assignment.)
 
     Args:
         log_probs: (M, T + 1) log-softmax of :func:`affinity_logits`.
@@ -54,10 +56,11 @@ def match_scores(
         (M, T + 1) scores, column 0 = new.
     """
     a, b, g = coeffs
-    scores = log_probs + a * torch.log(det_scores.clamp(min=1e-6))[:, None]
     iou = pairwise_iou(Boxes(det_boxes), Boxes(track_boxes))
-    same_class = (det_classes[:, None] == track_classes[None, :]).to(scores.dtype)
-    scores[:, 1:] += b * iou + g * same_class
+    same_class = (det_classes[:, None] == track_classes[None, :]).to(log_probs.dtype)
+    log_scores = torch.log(det_scores.clamp(min=1e-6))[:, None]
+    scores = log_probs.clone()
+    scores[:, 1:] += a * log_scores + b * iou + g * same_class
     return scores
 
 

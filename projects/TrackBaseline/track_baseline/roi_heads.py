@@ -56,6 +56,10 @@ class TrackROIHeads(StandardROIHeads):
         self.track_head = nn.Sequential(
             nn.Linear(in_dim, track_fc_dim), nn.ReLU(inplace=True), nn.Linear(track_fc_dim, embed_dim)
         )
+        # Small initial embeddings (as Detectron2's predictors): affinities start near 0, so the
+        # unnormalised dot products grow gradually instead of overshooting in the first steps.
+        nn.init.normal_(self.track_head[-1].weight, std=0.01)
+        nn.init.constant_(self.track_head[-1].bias, 0)
         self.track_loss_weight = track_loss_weight
         self.score_thresh = score_thresh
         self.nms_thresh = nms_thresh
