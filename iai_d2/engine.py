@@ -9,6 +9,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model, hooks
+from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
@@ -19,7 +20,7 @@ from .data import build_clip_train_loader, build_video_test_loader, resolve_ytvi
 from .evaluation import YTVISEvaluator
 from .utils import atomic_write
 
-__all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "build_iai_optimizer"]
+__all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "build_iai_optimizer", "is_video_split"]
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
@@ -114,6 +115,17 @@ class LossCurveHook(hooks.HookBase):
         plt.close(fig)
 
 
+def is_video_split(names) -> bool:
+    """True if the registered dataset(s) ``names`` (str or list) are YouTube-VIS-format video splits
+    (clip / video loaders, YTVIS evaluator), False if they are image datasets (Detectron2's
+    standard loaders and COCOEvaluator). Mixing both kinds is an error."""
+    names = [names] if isinstance(names, str) else list(names)
+    kinds = {MetadataCatalog.get(n).get("evaluator_type") == "ytvis" for n in names}
+    if len(kinds) != 1:
+        raise ValueError(f"datasets {names} mix video splits and image datasets")
+    return kinds.pop()
+
+
 class IAITrainer(DefaultTrainer):
     """DefaultTrainer for IAI: clip train loader, per-video test loader, YTVIS evaluator, AdamW with a
     backbone multiplier, device-aware DDP (gloo on CPU), atomic checkpoints and a loss plot."""
@@ -160,19 +172,24 @@ class IAITrainer(DefaultTrainer):
         if cfg.SOLVER.IMS_PER_BATCH < 1 or cfg.SOLVER.IMS_PER_BATCH % world:
             raise ValueError(f"SOLVER.IMS_PER_BATCH (clips per iteration, all processes) must be a positive "
                              f"multiple of the {world} process(es), got {cfg.SOLVER.IMS_PER_BATCH}")
+        if not is_video_split(cfg.DATASETS.TRAIN):  # frames as images: the image-model stage
+            return super().build_train_loader(cfg)
         return build_clip_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        if not is_video_split(dataset_name):
+            return super().build_test_loader(cfg, dataset_name)
         return build_video_test_loader(cfg, dataset_name)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        if not is_video_split(dataset_name):
+            return COCOEvaluator(dataset_name, output_dir=output_folder)
         if not hasattr(MetadataCatalog.get(dataset_name), "json_file"):
             resolve_ytvis_paths(dataset_name)  # built-in splits pick their layout on first use
-        return YTVISEvaluator(
-            dataset_name, output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        )
+        return YTVISEvaluator(dataset_name, output_dir=output_folder)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

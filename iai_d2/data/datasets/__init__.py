@@ -1,6 +1,7 @@
 """YouTube-VIS-format datasets; importing this package registers the built-in names
-(ytvis_*, ovis_*, synthetic_vis_*, see builtin.py)."""
+(ytvis_*, ovis_*, synthetic_vis_*, see builtin.py; synthetic_vis_*_frames, see frames.py)."""
 from .builtin import builtin_ytvis_splits, register_all_ytvis
+from .frames import register_ytvis_frames, ytvis_frame_records
 from .ytvis import (
     OVIS_CATEGORIES,
     SYNTHETIC_CATEGORIES,
@@ -22,9 +23,11 @@ __all__ = [
     "builtin_ytvis_splits",
     "load_ytvis_json",
     "register_all_ytvis",
+    "register_ytvis_frames",
     "register_ytvis_instances",
     "resolve_ytvis_paths",
     "save_ytvis_json",
     "split_ytvis_json",
     "ytvis_category_metadata",
+    "ytvis_frame_records",
 ]
