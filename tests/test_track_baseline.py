@@ -172,7 +172,6 @@ def test_loss_falls_when_memorising_one_clip(tiny_clip_data, one_torch_thread):
             history.append((total.item(), losses["loss_track"].item()))
     # First iteration (the initialisation) vs the median of the last 10 (robust to AdamW spikes).
     first, last = np.array(history[0]), np.median(history[-10:], axis=0)
-    print("MEMO", [tuple(round(x, 3) for x in h) for h in history])
     assert last[0] <= 0.6 * first[0], f"total loss {first[0]:.3f} -> {last[0]:.3f}"
     assert last[1] <= 0.4 * first[1], f"loss_track {first[1]:.3f} -> {last[1]:.3f}"
 
