@@ -178,9 +178,11 @@ def test_loss_falls_when_memorising_one_clip(tiny_clip_data, one_torch_thread):
 
 # ------------------------------------------------------------------------------ train_net + eval
 def run_train_net(*args, datasets_root, timeout=300):
+    """projects/TrackBaseline/train_net.py with the tiny config, from the repository root."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", DETECTRON2_DATASETS=str(datasets_root))
+    script = os.path.join(PROJECT, "train_net.py")
     return subprocess.run(
-        [sys.executable, os.path.join(PROJECT, "train_net.py"), "--config-file", TINY_CONFIG, *map(str, args)],
+        [sys.executable, script, "--config-file", TINY_CONFIG, *map(str, args)],
         env=env, cwd=os.path.join(PROJECT, "..", ".."), stdin=subprocess.DEVNULL, capture_output=True,
         text=True, timeout=timeout,
     )
@@ -190,7 +192,8 @@ def run_train_net(*args, datasets_root, timeout=300):
 def trained_baseline(synthetic_vis_root, e2e_settings, tmp_path_factory):
     """train_net.py for 2 iterations on the e2e synthetic_vis root: (output dir, its opts)."""
     out = tmp_path_factory.mktemp("trackbaseline_run")
-    opts = [*e2e_settings.input_opts, "SOLVER.MAX_ITER", 2, "SOLVER.WARMUP_ITERS", 1, "SOLVER.STEPS", "(100,)"]
+    opts = [*e2e_settings.input_opts, "SOLVER.MAX_ITER", 2, "SOLVER.WARMUP_ITERS", 1]
+    opts += ["SOLVER.STEPS", "(100,)"]
     proc = run_train_net(*opts, "OUTPUT_DIR", out, datasets_root=synthetic_vis_root)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (out / "model_final.pth").is_file()
