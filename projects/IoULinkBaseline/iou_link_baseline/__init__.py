@@ -10,10 +10,12 @@ from typing import Dict, List
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
+from detectron2.layers import nms
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Instances
 
 from iai_d2.evaluation.diagnosis import run_video, video_predictions
+from iai_d2.inference.id_assignment import remove_overlaps
 from iai_d2.inference.relabel import LINK_IOU_THRESH, IoULinker
 
 __all__ = ["IoULinkRCNN"]
@@ -24,7 +26,9 @@ class IoULinkRCNN(GeneralizedRCNN):
     """
     ``GeneralizedRCNN`` (same parameters, so image-model checkpoints load unchanged) that also runs
     online on videos: ``new_video_state`` / ``inference_frame`` give every frame's detections
-    track ids by mask-IoU linking to the previous frame (IoU > ``LINK_IOU_THRESH``).
+    track ids by mask-IoU linking to the previous frame (IoU > ``LINK_IOU_THRESH``). Video frames
+    get IAI's per-frame post-processing first (class-agnostic NMS, at most ``max_per_frame``
+    detections, masks made disjoint), so that one object is one detection to link.
 
     Training input: images (Detectron2's standard format). Test input: images, or videos with
     lazily decoded ``frames`` (the video test loader), which return YTVIS predictions as IAIRCNN does.
@@ -32,15 +36,30 @@ class IoULinkRCNN(GeneralizedRCNN):
     """
 
     @configurable
-    def __init__(self, *, num_classes: int, video_topk: int, video_score_thresh: float, **kwargs):
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        nms_thresh: float,
+        max_per_frame: int,
+        min_mask_keep: float,
+        video_topk: int,
+        video_score_thresh: float,
+        **kwargs,
+    ):
         """
         Args:
             num_classes: K foreground classes.
+            nms_thresh, max_per_frame, min_mask_keep: video frames' class-agnostic NMS IoU,
+                detections kept after it, and the area fraction a mask must keep when made disjoint.
             video_topk, video_score_thresh: video-level (track, class) selection, as IAIRCNN's.
             kwargs: GeneralizedRCNN's arguments.
         """
         super().__init__(**kwargs)
         self.num_classes = num_classes
+        self.nms_thresh = nms_thresh
+        self.max_per_frame = max_per_frame
+        self.min_mask_keep = min_mask_keep
         self.video_topk = video_topk
         self.video_score_thresh = video_score_thresh
 
@@ -49,6 +68,9 @@ class IoULinkRCNN(GeneralizedRCNN):
         ret = super().from_config(cfg)
         ret.update(
             num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            nms_thresh=cfg.MODEL.IAI.INFERENCE.NMS_THRESH,
+            max_per_frame=cfg.MODEL.IAI.INFERENCE.MAX_PER_FRAME,
+            min_mask_keep=cfg.MODEL.IAI.INFERENCE.MIN_MASK_KEEP,
             video_topk=cfg.MODEL.IAI.INFERENCE.VIDEO_TOPK,
             video_score_thresh=cfg.MODEL.IAI.INFERENCE.VIDEO_SCORE_THRESH,
         )
@@ -74,7 +96,11 @@ class IoULinkRCNN(GeneralizedRCNN):
             (M, height, width) bool, class_probs (M, K) and ID (M,) IoU-linked track ids.
         """
         instances = self.inference([{"image": image, "height": height, "width": width}])[0]["instances"]
-        instances.pred_masks = instances.pred_masks.bool()
+        keep = nms(instances.pred_boxes.tensor, instances.scores, self.nms_thresh)[: self.max_per_frame]
+        instances = instances[keep]  # score descending
+        keep, masks = remove_overlaps(instances.pred_masks.bool(), self.min_mask_keep)
+        instances = instances[keep]
+        instances.pred_masks = masks
         one_hot = F.one_hot(instances.pred_classes, self.num_classes).to(instances.scores.dtype)
         instances.class_probs = one_hot * instances.scores[:, None]
         instances.ID = torch.as_tensor(state(instances.pred_masks.cpu().numpy()), dtype=torch.long)
