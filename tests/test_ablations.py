@@ -1,0 +1,124 @@
+"""Ablation configs (configs/synthetic/ablations/) and the TrackBaseline config train a few
+iterations and evaluate; benchmarks/occlusion_benchmark.py --quick runs end to end and resumes."""
+import glob
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from detectron2.config import get_cfg
+
+from iai_d2 import add_iai_config
+from iai_d2.data import SYNTHETIC_CATEGORIES
+from iai_d2.data.datasets.ytvis import register_ytvis_instances, ytvis_category_metadata
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+TINY_CONFIG = os.path.join(REPO, "configs", "synthetic", "iai_tiny.yaml")
+ABLATIONS = sorted(glob.glob(os.path.join(REPO, "configs", "synthetic", "ablations", "*.yaml")))
+TRACK_CONFIG = os.path.join(REPO, "projects", "TrackBaseline", "configs", "synthetic_tiny.yaml")
+BENCHMARK = os.path.join(REPO, "benchmarks", "occlusion_benchmark.py")
+sys.path.insert(0, os.path.join(REPO, "projects", "TrackBaseline"))
+from track_baseline import add_trackbaseline_config  # noqa: E402
+
+
+def load(config_file):
+    cfg = get_cfg()
+    (add_trackbaseline_config if config_file == TRACK_CONFIG else add_iai_config)(cfg)
+    cfg.merge_from_file(config_file)
+    return cfg
+
+
+def flatten(node, prefix=""):
+    """{dotted key: value} of a CfgNode."""
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_there_are_six_ablations_each_changing_only_iai_keys():
+    assert len(ABLATIONS) == 6, ABLATIONS
+    base = flatten(load(TINY_CONFIG))
+    for path in ABLATIONS:
+        changed = {k for k, v in flatten(load(path)).items() if base[k] != v} - {"OUTPUT_DIR"}
+        assert changed and all(k.startswith("MODEL.IAI.") for k in changed), (path, changed)
+
+
+@pytest.fixture(scope="module")
+def tiny_splits(synthetic_vis_root):
+    """The session synthetic set (2 train, 4 val videos at 96x128) under names of this module."""
+    suffix = uuid.uuid4().hex[:8]
+    names = {}
+    for split, official in (("train", "train"), ("val", "valid")):
+        names[split] = f"ablation_{split}_{suffix}"
+        data = synthetic_vis_root / "synthetic_vis"
+        register_ytvis_instances(names[split], ytvis_category_metadata(SYNTHETIC_CATEGORIES),
+                                 str(data / f"{official}.json"), str(data / official / "JPEGImages"))
+    return names
+
+
+@pytest.mark.parametrize("config_file", ABLATIONS + [TRACK_CONFIG], ids=os.path.basename)
+def test_config_trains_and_evaluates(config_file, tiny_splits, e2e_settings, tmp_path, one_torch_thread):
+    from iai_d2.engine import IAITrainer
+
+    cfg = load(config_file)
+    cfg.merge_from_list(e2e_settings.input_opts + [
+        "DATASETS.TRAIN", (tiny_splits["train"],), "DATASETS.TEST", (tiny_splits["val"],),
+        "SOLVER.MAX_ITER", 2, "SOLVER.STEPS", (1,), "SOLVER.WARMUP_ITERS", 1, "SEED", 0,
+        "OUTPUT_DIR", str(tmp_path),
+    ])
+    cfg.freeze()
+    trainer = IAITrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()  # the end-of-training evaluation runs on the val split
+    segm = trainer.storage.latest()
+    assert (tmp_path / "model_final.pth").is_file()
+    assert (tmp_path / "inference" / "submission.zip").is_file()
+    results = json.loads((tmp_path / "inference" / "results.json").read_text())
+    assert all(len(r["segmentations"]) == 6 for r in results)
+    assert 0.0 <= segm["segm/AP"][0] <= 100.0
+
+
+def run_benchmark(out, *extra):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, BENCHMARK, "--quick", "--variants", "iai,floor", "--workers", "2", "--threads", "1",
+         "--output", str(out / "work"), "--results", str(out / "results"), *extra],
+        env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_occlusion_benchmark_quick_writes_the_table_and_resumes(tmp_path):
+    proc = run_benchmark(tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    results = tmp_path / "results"
+    table = (results / "occlusion.md").read_text()
+    for label in ("IAI (demo config", "association w/o ID head", "floor: image model + IoU linking"):
+        assert label in table
+    report = json.loads((results / "occlusion.json").read_text())
+    assert report["settings"]["occlusion"] == 1.0 and report["settings"]["iters"] == 2
+    assert [row[0] for row in report["table"]][::2] == ["IAI (demo config: res4, dense ID)",
+                                                        "floor: image model + IoU linking"]
+    for row in report["table"]:
+        assert all(0.0 <= ap <= 100.0 for ap in (row[1], row[7], row[8])) and row[6] >= 0
+    assert (results / "occlusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The floor's own identities are its IoU-linked ones.
+    floor = json.loads((tmp_path / "work" / "floor" / "result.json").read_text())["diagnosis"]["rows"]
+    assert json.dumps(floor["model"]) == json.dumps(floor["iou_link"])
+
+    # A second run reuses every finished variant: nothing is retrained, the table is the same.
+    final = tmp_path / "work" / "iai" / "model_final.pth"
+    stamp = final.stat().st_mtime_ns
+    proc = run_benchmark(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert final.stat().st_mtime_ns == stamp
+    assert json.loads((results / "occlusion.json").read_text())["table"] == report["table"]
+
+    # Other data settings in the same output folder are refused in one line.
+    proc = run_benchmark(tmp_path, "--frames", "7")
+    assert proc.returncode != 0 and proc.stderr.strip().startswith("error:") and "--output" in proc.stderr
