@@ -163,4 +163,5 @@ def test_analyze_tracking_tool_missing_weights_is_one_line_error(run_tool, e2e_s
         "MODEL.WEIGHTS", tmp_path / "missing.pth", timeout=120,
     )
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines()[-1] == f"error: MODEL.WEIGHTS {tmp_path / 'missing.pth'} does not exist"
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert last_line == f"error: MODEL.WEIGHTS {tmp_path / 'missing.pth'} does not exist"

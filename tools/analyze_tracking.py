@@ -26,7 +26,9 @@ from iai_d2.utils import check_weights
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--dataset", help="annotated split to run on (default: DATASETS.TEST[0])")
     parser.add_argument("--output", help="output directory (default: OUTPUT_DIR/tracking_diagnosis)")

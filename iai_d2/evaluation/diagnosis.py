@@ -87,7 +87,9 @@ def _gt_frames(record: Dict) -> List[Dict[int, dict]]:
             if a.get("iscrowd", 0):
                 continue
             segm = a["segmentation"]
-            gts[a["id"]] = mask_util.merge(mask_util.frPyObjects(segm, h, w)) if isinstance(segm, list) else segm
+            if isinstance(segm, list):  # polygons
+                segm = mask_util.merge(mask_util.frPyObjects(segm, h, w))
+            gts[a["id"]] = segm
         frames.append(gts)
     return frames
 
@@ -191,8 +193,10 @@ def diagnose(
         "rows": rows,
     }
     if output_dir:
-        atomic_write(os.path.join(output_dir, "diagnosis.json"), lambda f: json.dump(result, f, indent=2), "w")
-        atomic_write(os.path.join(output_dir, "diagnosis.md"), lambda f: f.write(diagnosis_table(result) + "\n"), "w")
+        text = json.dumps(result, indent=2)
+        table = diagnosis_table(result) + "\n"
+        atomic_write(os.path.join(output_dir, "diagnosis.json"), lambda f: f.write(text), "w")
+        atomic_write(os.path.join(output_dir, "diagnosis.md"), lambda f: f.write(table), "w")
     return result
 
 
