@@ -11,11 +11,9 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList, Instances
-from detectron2.utils import comm
-from tqdm import tqdm
 
 from ..inference.id_assignment import IDAssigner, remove_overlaps
-from ..inference.tracks import VideoTrackAggregator
+from ..inference.tracks import track_video
 from .dense_id import DenseIDHead
 from .identification import (
     build_id_mask,
@@ -305,30 +303,4 @@ class IAIRCNN(GeneralizedRCNN):
             dict with video_id, length, height, width and ``predictions``: the video-level tracks
             (score, contiguous category_id, per-frame RLE or None).
         """
-        frames = video["frames"]
-        length, height, width = video["length"], video["height"], video["width"]
-        if len(frames) != length:
-            raise ValueError(f"Video {video['video_id']}: {len(frames)} frames but length={length}.")
-        state = self.new_video_state()
-        tracks = VideoTrackAggregator(
-            self.num_classes, length, height, width, self.video_topk, self.video_score_thresh
-        )
-        progress = tqdm(
-            total=length,
-            desc=f"video {video['video_id']}",
-            unit="frame",
-            leave=False,
-            disable=not (self.progress_bar and comm.is_main_process()),
-        )
-        for t in range(length):
-            detections = self.inference_frame(state, frames[t], height, width)
-            tracks.add_frame(t, detections.ID.tolist(), detections.class_probs, detections.pred_masks)
-            progress.update(1)
-        progress.close()
-        return {
-            "video_id": video["video_id"],
-            "length": length,
-            "height": height,
-            "width": width,
-            "predictions": tracks.results(),
-        }
+        return track_video(self, video, self.video_topk, self.video_score_thresh, self.progress_bar)
