@@ -71,6 +71,7 @@ def test_image_stage_trains_on_frames_and_scores_with_coco_evaluator(
     assert (out / "model_final.pth").is_file()
     checkpoint = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert any(k.startswith("roi_heads.mask_head.") for k in checkpoint["model"])
-    # The end-of-training evaluation ran COCOEvaluator on the val frames.
+    # The end-of-training evaluation ran COCOEvaluator on the val frames (a 3-iteration model may
+    # detect nothing: the metrics are then NaN, but the segm task is still reported).
     assert (out / "inference" / "coco_instances_results.json").is_file()
-    assert "Evaluation results for segm" in proc.stdout + proc.stderr
+    assert "copypaste: Task: segm" in proc.stdout + proc.stderr
