@@ -147,6 +147,33 @@ def test_predictor_keeps_identity_on_memorised_video(overfit_model, predictor, t
     assert found >= 0.8 * total, f"the overfit model found {found} of {total} GT masks (IoU > 0.5)"
 
 
+def test_scrambling_the_slots_written_to_memory_breaks_identity(
+    overfit_model, predictor, train_videos, monkeypatch
+):
+    """The model decides identities by reading the memory: write every slot into the memory under
+    another slot (a fixed permutation) and the memorised tracks fragment."""
+    import iai_d2.modeling.meta_arch as meta_arch
+
+    def switches():
+        total = 0
+        for video, annotations in train_videos:
+            matched = match_tracks(run_video(predictor, read_frames(overfit_model, video)), annotations)
+            total += sum(id_switches(per_frame) for per_frame in matched.values())
+        return total
+
+    normal = switches()
+    num_slots = overfit_model.cfg.MODEL.IAI.NUM_IDS - 1
+    build_id_mask = meta_arch.build_id_mask
+    monkeypatch.setattr(
+        meta_arch,
+        "build_id_mask",
+        lambda masks, slots, *a: build_id_mask(masks, [(s + 1) % num_slots for s in slots], *a),
+    )
+    scrambled = switches()
+    # Each memorised track would switch on nearly every frame (~7 per track); ask for far less.
+    assert scrambled >= normal + 4, f"ID switches: {normal} normal, {scrambled} with scrambled memory"
+
+
 def test_predictor_reset_restarts_ids(overfit_model, predictor, train_videos):
     video, _ = max(train_videos, key=lambda va: len(va[1]))
     frames = read_frames(overfit_model, video)[:4]
