@@ -51,20 +51,28 @@ def model():
     return build_model(tiny_cfg())
 
 
-def test_training_step_gives_finite_losses_and_gradients_on_id_modules(model):
+@pytest.mark.parametrize("decoder", ["dense", "roi"])
+def test_training_step_gives_finite_losses_and_gradients_on_id_modules(decoder):
+    cfg = tiny_cfg()
+    cfg.MODEL.IAI.ID_DECODER = decoder
+    cfg.MODEL.IAI.DENSE_ID.LOSS_WEIGHT = 1.0 if decoder == "dense" else 0.0
+    torch.manual_seed(0)
+    model = build_model(cfg)
     model.train()
     clips = [make_clip(1, [[0, 1], [0, 1, 2], [1, 2]]), make_clip(2, [[0], [], [0, 1]])]
     with EventStorage(0):
         losses = model(clips)
-    assert {"loss_id", "loss_cls", "loss_mask", "loss_rpn_cls"} <= set(losses)
+    id_loss = "loss_id_dense" if decoder == "dense" else "loss_id"
+    assert {id_loss, "loss_cls", "loss_mask", "loss_rpn_cls"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
     model.zero_grad()
     sum(losses.values()).backward()
     association = model.backbone.association
+    id_module = model.dense_id_head.predictor if decoder == "dense" else model.roi_heads.id_predictor
     for name, param in [
         ("id_bank", association.id_bank.conv.weight),
         ("hab", association.hab.linear_v.weight),
-        ("id_predictor", model.roi_heads.id_predictor.weight),
+        ("id decoder", id_module.weight),
     ]:
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
