@@ -12,9 +12,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from detectron2.config import configurable
-from detectron2.layers import cat, cross_entropy, nms
+from detectron2.layers import cat, cross_entropy
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads
 from detectron2.structures import Boxes, Instances
+
+from ..inference.frame_detections import select_frame_detections
 
 __all__ = ["IAIROIHeads"]
 
@@ -266,63 +268,19 @@ class IAIROIHeads(StandardROIHeads):
             id_probs = self.id_probabilities(id_logits).split([len(p) for p in proposals])
         weights = self.first_frame_weights if first_frame else self.later_frame_weights
         instances = [
-            self._select_detections(b, c, i, p.image_size, weights)
+            select_frame_detections(
+                b,
+                c,
+                p.image_size,
+                num_classes=self.num_classes,
+                cls_score_thresh=self.cls_score_thresh,
+                nms_thresh=self.nms_thresh,
+                max_per_frame=self.max_per_frame,
+                id_probs=i,
+                num_ids=self.num_ids,
+                id_score_thresh=self.id_score_thresh,
+                weights=weights,
+            )
             for b, c, i, p in zip(boxes, class_probs, id_probs, proposals)
         ]
         return self._forward_mask(features, instances)
-
-    def _select_detections(
-        self,
-        boxes: torch.Tensor,
-        class_probs: torch.Tensor,
-        id_probs: Optional[torch.Tensor],
-        image_size: Tuple[int, int],
-        weights: Tuple[float, float],
-    ) -> Instances:
-        """
-        Thresholds, weighted ranking score and class-agnostic NMS for one image.
-
-        Args:
-            boxes: (R, K*4) class-specific or (R, 4) class-agnostic decoded boxes.
-            class_probs: (R, K + 1) class probabilities (index K = background).
-            id_probs: (R, N + 1) ID probabilities (index N = background), or None: then the
-                ranking score is the class score and only the class threshold applies.
-            image_size: (h, w) to clip boxes to.
-            weights: (w_cls, w_id).
-
-        Returns:
-            Instances with every field of :meth:`inference_frame` except pred_masks.
-        """
-        num_props = boxes.shape[0]
-        fg_probs = class_probs[:, : self.num_classes]
-        s_cls, classes = fg_probs.max(dim=1)
-
-        boxes = boxes.view(num_props, boxes.shape[1] // 4, 4)
-        if boxes.shape[1] > 1:
-            boxes = boxes[torch.arange(num_props, device=boxes.device), classes]
-        else:
-            boxes = boxes[:, 0]
-        boxes = Boxes(boxes)
-        boxes.clip(image_size)
-
-        valid = s_cls > self.cls_score_thresh
-        if id_probs is None:
-            rank_scores = s_cls
-        else:
-            s_id = id_probs[:, : self.num_ids].max(dim=1).values
-            rank_scores = weights[0] * s_cls + weights[1] * s_id
-            valid &= s_id > self.id_score_thresh
-        valid &= torch.isfinite(boxes.tensor).all(dim=1)
-        keep = valid.nonzero().squeeze(1)
-        keep = keep[nms(boxes.tensor[keep].float(), rank_scores[keep].float(), self.nms_thresh)]
-        keep = keep[: self.max_per_frame]
-
-        result = Instances(image_size)
-        result.pred_boxes = boxes[keep]
-        result.scores = s_cls[keep]
-        result.pred_classes = classes[keep]
-        result.class_probs = fg_probs[keep]
-        if id_probs is not None:
-            result.id_probs = id_probs[keep]
-        result.rank_scores = rank_scores[keep]
-        return result

@@ -4,11 +4,12 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
-from detectron2.layers import nms
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads, select_foreground_proposals
 from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
+
+from iai_d2.inference.frame_detections import select_frame_detections
 
 from .matching import affinity_logits
 
@@ -171,44 +172,19 @@ class TrackROIHeads(StandardROIHeads):
         boxes = self.box_predictor.predict_boxes(predictions, proposals)
         class_probs = self.box_predictor.predict_probs(predictions, proposals)
         instances = [
-            self._select_detections(b, c, p.image_size) for b, c, p in zip(boxes, class_probs, proposals)
+            select_frame_detections(
+                b,
+                c,
+                p.image_size,
+                num_classes=self.num_classes,
+                cls_score_thresh=self.score_thresh,
+                nms_thresh=self.nms_thresh,
+                max_per_frame=self.max_per_frame,
+            )
+            for b, c, p in zip(boxes, class_probs, proposals)
         ]
         instances = self.forward_with_given_boxes(features, instances)
         embeddings = self.embed(features, [i.pred_boxes for i in instances])
         for inst, emb in zip(instances, embeddings.split([len(i) for i in instances])):
             inst.embeddings = emb
         return instances
-
-    def _select_detections(
-        self, boxes: torch.Tensor, class_probs: torch.Tensor, image_size: Tuple[int, int]
-    ) -> Instances:
-        """
-        Score threshold, class-agnostic NMS and top-k for one image.
-
-        Args:
-            boxes: (R, K*4) class-specific or (R, 4) class-agnostic decoded boxes.
-            class_probs: (R, K + 1) class probabilities (index K = background).
-            image_size: (h, w) to clip boxes to.
-        Returns:
-            Instances with pred_boxes, scores, pred_classes, class_probs.
-        """
-        num_props = boxes.shape[0]
-        fg_probs = class_probs[:, : self.num_classes]
-        scores, classes = fg_probs.max(dim=1)
-        boxes = boxes.view(num_props, -1, 4)
-        if boxes.shape[1] > 1:
-            boxes = boxes[torch.arange(num_props, device=boxes.device), classes]
-        else:
-            boxes = boxes[:, 0]
-        boxes = Boxes(boxes)
-        boxes.clip(image_size)
-        valid = (scores > self.score_thresh) & torch.isfinite(boxes.tensor).all(dim=1)
-        keep = valid.nonzero().squeeze(1)
-        keep = keep[nms(boxes.tensor[keep].float(), scores[keep].float(), self.nms_thresh)]
-        keep = keep[: self.max_per_frame]
-        result = Instances(image_size)
-        result.pred_boxes = boxes[keep]
-        result.scores = scores[keep]
-        result.pred_classes = classes[keep]
-        result.class_probs = fg_probs[keep]
-        return result
