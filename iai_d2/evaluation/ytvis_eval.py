@@ -11,10 +11,12 @@ Re-implemented on NumPy + ``pycocotools.mask`` (no vendored cocoapi fork):
   to 100, GT ``ignore`` = ``iscrowd``, 101-point interpolated precision, maxDets 1/10/100;
   categories without GT are excluded from the means.
 
-Speed: each per-frame intersection comes from one ``mask_util.iou`` call per (video, category, frame)
-in crowd mode (iou = |d & g| / |d|, so |d & g| = iou * |d|, exact after rounding) -- pycocotools
-skips pairs whose boxes do not overlap -- and unions follow from the per-frame areas.
+Speed: each RLE string is parsed twice by pycocotools' C code and never in Python: once for the
+frame areas (one call per 255 masks, for all tracks at once) and once in one ``mask_util.iou`` call
+per video (see ``_intersections``). Validation runs once per track and once over all strings.
 """
+import contextlib
+import gc
 import json
 import math
 import numbers
@@ -22,6 +24,8 @@ import os
 import zipfile
 from collections import OrderedDict, defaultdict, namedtuple
 from dataclasses import dataclass
+from itertools import chain, compress
+from operator import itemgetter
 
 import numpy as np
 from pycocotools import mask as mask_util
@@ -84,6 +88,22 @@ class YTVISMetrics:
 
 
 # ----------------------------------------------------------------------------------------- loading
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause Python's cyclic garbage collector (JSON trees and tracks hold no cycles).
+
+    Parsing a results file creates millions of containers, and every collection walks all of them:
+    pausing halves the JSON parse and keeps building and scoring from paying for it again.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def read_json(source, what):
     """Parse ``source`` (a .json path, a .zip holding ``results.json``, or an already loaded object)."""
     if not isinstance(source, (str, os.PathLike)):
@@ -92,13 +112,14 @@ def read_json(source, what):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{what} file not found: {path}")
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as zf:
-                if "results.json" not in zf.namelist():
-                    raise ValueError(f"{what} zip {path} has no results.json at its root")
-                return json.loads(zf.read("results.json"))
-        with open(path, "rb") as f:
-            return json.load(f)
+        with _gc_paused():
+            if zipfile.is_zipfile(path):
+                with zipfile.ZipFile(path) as zf:
+                    if "results.json" not in zf.namelist():
+                        raise ValueError(f"{what} zip {path} has no results.json at its root")
+                    return json.loads(zf.read("results.json"))
+            with open(path, "rb") as f:
+                return json.load(f)
     except json.JSONDecodeError as e:
         raise ValueError(f"{what} file {path} is not valid JSON: {e}") from None
 
@@ -196,6 +217,87 @@ def _check_counts_alphabet(tracks, where_of):
                                  "'0'..'o' of the COCO compressed RLE alphabet)")
 
 
+# pycocotools 2.0.x ``mask.area`` fails on 256 or more RLEs in one call (an uint8 length array).
+_AREA_CALL = 255
+
+
+def _rle_areas(rles):
+    """(N,) int64 pixel counts of RLE dicts, one pycocotools call per _AREA_CALL masks."""
+    out = np.empty(len(rles), dtype=np.int64)
+    for s in range(0, len(rles), _AREA_CALL):
+        out[s: s + _AREA_CALL] = mask_util.area(rles[s: s + _AREA_CALL])
+    return out
+
+
+class _NotBulk(Exception):
+    """Input the bulk track builder does not take; the per-track path builds it or names the error."""
+
+
+def _bulk_frames(segs_lists, sizes):
+    """Areas, RLE lists and mask mean areas of many tracks at once, for the common input.
+
+    segs_lists: per track its list of segmentations; sizes: per track its video's [height, width].
+    Accepted: every frame falsy (absent) or a dict whose ``counts`` is a str of the COCO alphabet and
+    whose ``size`` equals the track's size, with a mask area in [0, height x width]. Returns
+    (areas, rles, avg_areas): per track an int64 (L,) array, a list (the dict, or None where absent
+    or empty) and the mean non-zero area (0 if none), exactly as ``_make_track`` computes them.
+    Raises _NotBulk for anything else (nothing is reported from here: the caller falls back to the
+    per-track path, which builds the same tracks or raises the error naming entry and frame).
+    """
+    num = len(segs_lists)
+    lens = np.fromiter(map(len, segs_lists), dtype=np.int64, count=num)
+    flat = list(chain.from_iterable(segs_lists))
+    try:
+        present = np.fromiter(map(bool, flat), dtype=bool, count=len(flat))
+    except (TypeError, ValueError):
+        raise _NotBulk from None
+    objs = list(compress(flat, present))
+    track_of = np.repeat(np.arange(num), lens)
+    areas = np.zeros(len(flat), dtype=np.int64)
+    if objs:
+        if set(map(type, objs)) != {dict}:
+            raise _NotBulk
+        try:
+            counts = list(map(itemgetter("counts"), objs))
+            obj_sizes = list(map(itemgetter("size"), objs))
+            joined = "".join(counts)  # TypeError unless every counts is a str
+        except (KeyError, TypeError):
+            raise _NotBulk from None
+        owner = track_of[present]
+        distinct = {tuple(size) for size in sizes}
+        if len(distinct) == 1 and obj_sizes.count(sizes[0]) != len(obj_sizes):
+            raise _NotBulk
+        if len(distinct) > 1 and obj_sizes != [sizes[k] for k in owner.tolist()]:
+            raise _NotBulk
+        obj_areas = _rle_areas(objs)
+        pixels = np.array([h * w for h, w in sizes], dtype=np.int64)[owner]
+        if np.any((obj_areas < 0) | (obj_areas > pixels)):
+            raise _NotBulk
+        if not joined.isascii():
+            raise _NotBulk
+        chars = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+        if chars.size and (chars.min() < _RLE_CHARS[0] or chars.max() > _RLE_CHARS[-1]):
+            raise _NotBulk
+        areas[present] = obj_areas
+    ends = np.cumsum(lens).tolist()
+    starts = [0] + ends[:-1]
+    area_list = [areas[a:b] for a, b in zip(starts, ends)]
+    # a track keeps its frames as given unless a frame is falsy but not None, or present but empty
+    odd = np.zeros(num, dtype=bool)
+    odd[track_of[present & (areas == 0)]] = True
+    if len(objs) + flat.count(None) != len(flat):
+        odd |= [len(segs) - segs.count(None) != n for segs, n in
+                zip(segs_lists, np.bincount(track_of[present], minlength=num).tolist())]
+    rles = [[r if a > 0 else None for r, a in zip(segs, ar.tolist())] if o else list(segs)
+            for segs, ar, o in zip(segs_lists, area_list, odd.tolist())]
+    nonzero = areas > 0
+    count = np.bincount(track_of[nonzero], minlength=num)
+    total = np.bincount(track_of[nonzero], weights=areas[nonzero].astype(np.float64), minlength=num)
+    avg = np.divide(total, count, out=np.zeros(num), where=count > 0)  # integer sums: exact, as mean()
+    return area_list, rles, avg.tolist()
+
+
+@_gc_paused()
 def load_ground_truth(source):
     """Load a YTVIS/OVIS json (path or dict). ``annotations`` may be missing or null.
 
@@ -215,8 +317,40 @@ def _parse_ground_truth(gt_json):
     categories = OrderedDict(
         sorted((int(c["id"]), str(c.get("name", c["id"]))) for c in gt_json.get("categories") or [])
     )
+    annotations = gt_json.get("annotations") or []
+    try:
+        tracks = _gt_tracks_bulk(annotations, videos, categories)
+    except (_NotBulk, ValueError, KeyError, TypeError):  # the per-track path names the culprit
+        tracks = _gt_tracks(annotations, videos, categories)
+    return GroundTruth(videos, categories, tracks, bool(tracks))
+
+
+def _gt_tracks_bulk(annotations, videos, categories):
+    """GT tracks through ``_bulk_frames``; raises on any input the per-track path must judge."""
+    keys, segs_lists, sizes = [], [], []
+    for ann in annotations:
+        vid, cat = int(ann["video_id"]), int(ann["category_id"])
+        info = videos[vid]
+        segs = ann["segmentations"]
+        if cat not in categories or len(segs) != info.length:
+            raise _NotBulk
+        keys.append((vid, cat, ann.get("iscrowd", 0), ann.get("areas")))
+        segs_lists.append(segs)
+        sizes.append([info.height, info.width])
+    areas, rles, avg_areas = _bulk_frames(segs_lists, sizes)
+    tracks = []
+    for (vid, cat, iscrowd, hint), segs, ar, rl, avg in zip(keys, segs_lists, areas, rles, avg_areas):
+        if hint is not None and len(hint) == len(segs):
+            nonzero = np.array([a for a in hint if a], dtype=np.float64)
+            avg = float(nonzero.mean()) if nonzero.size else 0.0
+        tracks.append(Track(vid, cat, 1.0, bool(iscrowd), rl, ar, avg))
+    return tracks
+
+
+def _gt_tracks(annotations, videos, categories):
+    """GT tracks one by one, validating each annotation and frame (errors name them)."""
     tracks, ann_ids = [], []
-    for i, ann in enumerate(gt_json.get("annotations") or []):
+    for i, ann in enumerate(annotations):
         vid, cat = int(ann["video_id"]), int(ann["category_id"])
         ann_id = ann.get("id", i)
         where = f"ground-truth annotation {ann_id} (video {vid})"
@@ -232,7 +366,7 @@ def _parse_ground_truth(gt_json):
                                   _gt_where(ann_id, vid), True, ann.get("areas")))
         ann_ids.append(ann_id)
     _check_counts_alphabet(tracks, lambda k: _gt_where(ann_ids[k], tracks[k].video_id))
-    return GroundTruth(videos, categories, tracks, bool(tracks))
+    return tracks
 
 
 def _gt_where(ann_id, video_id):
@@ -278,6 +412,7 @@ def validate_results(results, gt_json_dict):
     load_results(results, load_ground_truth(gt_json_dict))
 
 
+@_gc_paused()
 def load_results(source, gt):
     """Load and validate predictions (path to .json/.zip, or a list) into Tracks for ``gt``.
 
@@ -286,6 +421,18 @@ def load_results(source, gt):
     results = read_json(source, "results")
     if not isinstance(results, list):
         raise ValueError(f"results must be a list of dicts, got {type(results).__name__}")
+    try:
+        infos = [_check_result(i, r, gt.videos, gt.categories) for i, r in enumerate(results)]
+        areas, rles, avg_areas = _bulk_frames([r["segmentations"] for r in results],
+                                              [[info.height, info.width] for info in infos])
+    except (_NotBulk, ValueError):  # the per-track path names the first bad entry and frame
+        return _result_tracks(results, gt)
+    return [Track(r["video_id"], r["category_id"], float(r["score"]), False, rl, ar, avg)
+            for r, ar, rl, avg in zip(results, areas, rles, avg_areas)]
+
+
+def _result_tracks(results, gt):
+    """Result tracks one by one, validating each entry and frame (errors name them)."""
     tracks = []
     for i, r in enumerate(results):
         info = _check_result(i, r, gt.videos, gt.categories)
@@ -297,31 +444,87 @@ def load_results(source, gt):
 
 # -------------------------------------------------------------------------------------- matching
 def video_iou(dets, gts):
-    """(D, G) video IoU between tracks of one video: sum_t intersection / sum_t union.
+    """(D, G) video IoU between tracks of one video: sum_t intersection / sum_t union."""
+    if not dets or not gts:
+        return np.zeros((len(dets), len(gts)))
+    rle = next((r for tr in chain(dets, gts) for r in tr.rles if r is not None), None)
+    height, width = rle["size"] if rle is not None else (1, 1)
+    slots = np.zeros(len(dets), dtype=np.int64), np.zeros(len(gts), dtype=np.int64)
+    inter = _intersections(dets, gts, *slots, height, width)
+    return _iou_from_intersections(inter, _area_sums(dets), _area_sums(gts))
 
-    One ``mask_util.iou`` call per frame where both sides have masks.
-    """
-    d_area = np.stack([d.areas for d in dets]).astype(np.float64)  # (D, L)
-    g_area = np.stack([g.areas for g in gts]).astype(np.float64)  # (G, L)
-    inter = np.zeros((len(dets), len(gts)))
-    det_at, gt_at = _tracks_per_frame(d_area), _tracks_per_frame(g_area)
-    crowd = np.ones(len(gts), dtype=np.uint8)
-    for t, (di, gi) in enumerate(zip(det_at, gt_at)):
-        if not di or not gi:
-            continue
-        # crowd mode: iou = |d & g| / |d|
-        ratio = mask_util.iou([dets[i].rles[t] for i in di], [gts[j].rles[t] for j in gi], crowd[: len(gi)])
-        inter[np.ix_(di, gi)] += np.rint(ratio * d_area[di, t, None])
-    union = d_area.sum(axis=1)[:, None] + g_area.sum(axis=1)[None, :] - inter
+
+def _area_sums(tracks):
+    """(N,) float64 total mask area of each track."""
+    return np.array([float(tr.areas.sum()) for tr in tracks], dtype=np.float64)
+
+
+def _iou_from_intersections(inter, det_sums, gt_sums):
+    """Video IoU from (D, G) intersections and per-track area sums; 0 where the union is empty."""
+    union = det_sums[:, None] + gt_sums[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
-def _tracks_per_frame(areas):
-    """For each frame of ``areas`` (N, L), the list of track indices with a mask there."""
-    per_frame = [[] for _ in range(areas.shape[1])]
-    for i, t in zip(*np.nonzero(areas)):
-        per_frame[t].append(int(i))
-    return per_frame
+# (det mask, GT mask) pairs per pycocotools iou call: its result matrix takes 8 bytes per pair
+_PAIRS_PER_CALL = 1 << 21
+
+
+def _intersections(dets, gts, det_slot, gt_slot, height, width):
+    """(D, G) float64 sum over frames of |d_t & g_t| for one video's tracks, 0 unless the slots match.
+
+    All masks go to one pycocotools ``iou`` call (per block of frames, to bound its D x G matrix),
+    each with its width widened by a key unique to its (frame, slot). pycocotools only compares
+    masks whose boxes overlap and whose sizes are equal (other pairs cost a box test and come back
+    0 or -1), and an RLE's box and pixels depend on its height and counts alone, so exactly the
+    same-frame, same-slot pairs are computed. Masks whose (frame, slot) has nothing on the other
+    side are left out. Crowd mode gives iou = |d & g| / |d|, so |d & g| = rint(iou * |d|), exact.
+    """
+    num_d, num_g = len(dets), len(gts)
+    inter = np.zeros(num_d * num_g)
+    if num_d and num_g:
+        d_area = np.stack([d.areas for d in dets])
+        g_area = np.stack([g.areas for g in gts])
+        length = d_area.shape[1]
+        num_slots = int(max(det_slot.max(), gt_slot.max())) + 1
+        g_on = np.zeros((num_slots, length), dtype=bool)
+        g_i, g_t = np.nonzero(g_area > 0)
+        g_on[gt_slot[g_i], g_t] = True
+        d_i, d_t = np.nonzero((d_area > 0) & g_on[det_slot])
+        d_on = np.zeros_like(g_on)
+        d_on[det_slot[d_i], d_t] = True
+        keep = d_on[gt_slot[g_i], g_t]
+        g_i, g_t = g_i[keep], g_t[keep]
+        for t0, t1 in _frame_blocks(np.bincount(d_t, minlength=length), np.bincount(g_t, minlength=length)):
+            d_sel = np.flatnonzero((d_t >= t0) & (d_t < t1))
+            g_sel = np.flatnonzero((g_t >= t0) & (g_t < t1))
+            if not d_sel.size or not g_sel.size:
+                continue
+            di, dt = d_i[d_sel], d_t[d_sel]
+            gi, gt = g_i[g_sel], g_t[g_sel]
+            sizes = [[height, width + k] for k in range(t0 * num_slots, t1 * num_slots)]
+            d_keys = ((dt - t0) * num_slots + det_slot[di]).tolist()
+            g_keys = ((gt - t0) * num_slots + gt_slot[gi]).tolist()
+            d_objs = [{"size": sizes[k], "counts": dets[i].rles[t]["counts"]}
+                      for i, t, k in zip(di.tolist(), dt.tolist(), d_keys)]
+            g_objs = [{"size": sizes[k], "counts": gts[i].rles[t]["counts"]}
+                      for i, t, k in zip(gi.tolist(), gt.tolist(), g_keys)]
+            ratio = mask_util.iou(d_objs, g_objs, np.ones(len(g_objs), dtype=np.uint8))
+            r, c = np.nonzero(ratio > 0)
+            pixels = np.rint(ratio[r, c] * d_area[di[r], dt[r]])
+            inter += np.bincount(di[r] * num_g + gi[c], weights=pixels, minlength=num_d * num_g)
+    return inter.reshape(num_d, num_g)
+
+
+def _frame_blocks(d_count, g_count):
+    """[t0, t1) frame ranges whose (det masks) x (GT masks) stay within _PAIRS_PER_CALL (or one frame)."""
+    blocks, t0, nd, ng = [], 0, 0, 0
+    for t, (a, b) in enumerate(zip(d_count.tolist(), g_count.tolist())):
+        if t > t0 and (nd + a) * (ng + b) > _PAIRS_PER_CALL:
+            blocks.append((t0, t))
+            t0, nd, ng = t, 0, 0
+        nd, ng = nd + a, ng + b
+    blocks.append((t0, len(d_count)))
+    return blocks
 
 
 def _outside(avg_areas):
@@ -360,31 +563,6 @@ def _greedy_match(ious, gt_ignore, crowd):
     return matched, ignored
 
 
-@dataclass
-class _PairEval:
-    """Matching of one (video, category): scores (D,) sorted, matched/ignored (A, T, D), gt_ignore (A, G)."""
-
-    scores: np.ndarray
-    matched: np.ndarray
-    ignored: np.ndarray
-    gt_ignore: np.ndarray
-
-
-def _evaluate_pair(dets, gts):
-    """Sort/truncate the detections of one (video, category) and match them to its GT tracks."""
-    order = np.argsort([-d.score for d in dets], kind="mergesort")[: MAX_DETS[-1]]
-    dets = [dets[i] for i in order]
-    crowd = np.array([g.iscrowd for g in gts], dtype=bool)
-    gt_ignore = crowd[None, :] | _outside([g.avg_area for g in gts])
-    shape = (len(AREA_RANGES), IOU_THRESHOLDS.size, len(dets))
-    if dets and gts:
-        matched, ignored = _greedy_match(video_iou(dets, gts), gt_ignore, crowd)
-    else:
-        matched, ignored = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
-    ignored |= ~matched & _outside([d.avg_area for d in dets])[:, None, :]
-    return _PairEval(np.array([d.score for d in dets], dtype=np.float64), matched, ignored, gt_ignore)
-
-
 # ------------------------------------------------------------------------------------ accumulate
 def _pr_curve(matched, ignored, num_gt):
     """Interpolated precision (T, R) and final recall (T,) from score-sorted matches (T, n)."""
@@ -403,24 +581,28 @@ def _pr_curve(matched, ignored, num_gt):
     return precision, rc[:, -1]
 
 
-def _accumulate(pairs_by_category, category_ids):
-    """precision (T, R, K, A, M) and recall (T, K, A, M), -1 where a category has no GT in range."""
-    num_t, num_a = IOU_THRESHOLDS.size, len(AREA_RANGES)
-    precision = -np.ones((num_t, RECALL_THRESHOLDS.size, len(category_ids), num_a, len(MAX_DETS)))
-    recall = -np.ones((num_t, len(category_ids), num_a, len(MAX_DETS)))
-    for k, cat in enumerate(category_ids):
-        pairs = pairs_by_category.get(cat, [])
-        for a in range(num_a):
-            num_gt = sum(int(np.count_nonzero(~p.gt_ignore[a])) for p in pairs)
-            if num_gt == 0:
-                continue
-            for m, max_det in enumerate(MAX_DETS):
-                scores = np.concatenate([p.scores[:max_det] for p in pairs])
-                order = np.argsort(-scores, kind="mergesort")
-                matched = np.concatenate([p.matched[a, :, :max_det] for p in pairs], axis=1)
-                ignored = np.concatenate([p.ignored[a, :, :max_det] for p in pairs], axis=1)
-                precision[:, :, k, a, m], recall[:, k, a, m] = _pr_curve(
-                    matched[:, order], ignored[:, order], num_gt)
+def _accumulate(scores, categories, ranks, matched, ignored, num_gt):
+    """precision (T, R, K, A, M) and recall (T, K, A, M), -1 where a category has no GT in range.
+
+    Per detection (N,): score, category index, rank in its (video, category) by score; matched and
+    ignored (A, T, N), detections in (video, category) order; num_gt (K, A) non-ignored GT tracks.
+    Each category's detections are ranked by score, ties in (video, category, rank) order, as the
+    stable sort of cocoapi's concatenation in video order does.
+    """
+    num_k, num_a = num_gt.shape
+    num_t = IOU_THRESHOLDS.size
+    precision = -np.ones((num_t, RECALL_THRESHOLDS.size, num_k, num_a, len(MAX_DETS)))
+    recall = -np.ones((num_t, num_k, num_a, len(MAX_DETS)))
+    order = np.lexsort((np.arange(scores.size), -scores, categories))
+    bounds = np.searchsorted(categories[order], np.arange(num_k + 1)).tolist()
+    for k in range(num_k):
+        dets = order[bounds[k]: bounds[k + 1]]
+        for m, max_det in enumerate(MAX_DETS):
+            sel = dets[ranks[dets] < max_det]
+            for a in range(num_a):
+                if num_gt[k, a]:
+                    precision[:, :, k, a, m], recall[:, k, a, m] = _pr_curve(
+                        matched[a][:, sel], ignored[a][:, sel], int(num_gt[k, a]))
     return precision, recall
 
 
@@ -446,24 +628,69 @@ def _summarize(precision, recall):
     ])
 
 
+@_gc_paused()
 def evaluate(gt, detections):
     """Score ``detections`` (list of Track) against ``gt`` (GroundTruth) -> YTVISMetrics."""
     if not gt.has_annotations:
         raise ValueError("the ground truth has no annotations; there is nothing to score against")
+    category_ids = list(gt.categories)
+    cat_index = {c: k for k, c in enumerate(category_ids)}
     groups = defaultdict(lambda: ([], []))
     for d in detections:
         groups[d.video_id, d.category_id][0].append(d)
     for g in gt.tracks:
         groups[g.video_id, g.category_id][1].append(g)
-    pairs_by_category = defaultdict(list)
+
+    num_gt = np.zeros((len(category_ids), len(AREA_RANGES)), dtype=np.int64)
+    kept, starts, paired = [], [], defaultdict(list)  # paired: video -> groups with dets and GT
     for key in sorted(groups):  # video-id order inside each category, as in cocoapi
-        pairs_by_category[key[1]].append(_evaluate_pair(*groups[key]))
-    category_ids = list(gt.categories)
-    precision, recall = _accumulate(pairs_by_category, category_ids)
+        if key[1] not in cat_index:
+            continue
+        dets, gts = groups[key]
+        if gts:
+            num_gt[cat_index[key[1]]] += np.count_nonzero(~_gt_ignore(gts), axis=1)
+        if not dets:
+            continue
+        order = np.argsort([-d.score for d in dets], kind="mergesort")[: MAX_DETS[-1]]
+        starts.append(len(kept))
+        kept.extend(dets[i] for i in order)
+        if gts:
+            paired[key[0]].append((starts[-1], len(kept), gts))
+    group_sizes = np.diff(starts + [len(kept)])
+
+    shape = (len(AREA_RANGES), IOU_THRESHOLDS.size, len(kept))
+    matched, ignored = np.zeros(shape, dtype=bool), np.zeros(shape, dtype=bool)
+    for vid, pairs in paired.items():
+        dets = [d for d0, d1, _ in pairs for d in kept[d0:d1]]
+        gts = [g for _, _, g_list in pairs for g in g_list]
+        det_slot = np.repeat(np.arange(len(pairs)), [d1 - d0 for d0, d1, _ in pairs])
+        gt_slot = np.repeat(np.arange(len(pairs)), [len(g_list) for _, _, g_list in pairs])
+        info = gt.videos[vid]
+        inter = _intersections(dets, gts, det_slot, gt_slot, info.height, info.width)
+        ious = _iou_from_intersections(inter, _area_sums(dets), _area_sums(gts))
+        r0 = c0 = 0
+        for d0, d1, g_list in pairs:
+            r1, c1 = r0 + d1 - d0, c0 + len(g_list)
+            crowd = np.array([g.iscrowd for g in g_list], dtype=bool)
+            matched[:, :, d0:d1], ignored[:, :, d0:d1] = _greedy_match(
+                ious[r0:r1, c0:c1], _gt_ignore(g_list), crowd)
+            r0, c0 = r1, c1
+    ignored |= ~matched & _outside([d.avg_area for d in kept])[:, None, :]
+
+    scores = np.array([d.score for d in kept], dtype=np.float64)
+    categories = np.array([cat_index[d.category_id] for d in kept], dtype=np.int64)
+    ranks = np.arange(len(kept)) - np.repeat(np.array(starts, dtype=np.int64), group_sizes)
+    precision, recall = _accumulate(scores, categories, ranks, matched, ignored, num_gt)
     per_category = OrderedDict(
         (gt.categories[c], _mean_percent(precision[:, :, k, 0, 2])) for k, c in enumerate(category_ids)
     )
     return YTVISMetrics(_summarize(precision, recall), per_category, precision, recall)
+
+
+def _gt_ignore(gts):
+    """(A, G) bool: GT track ignored in each area range (crowd, or mean area outside the range)."""
+    crowd = np.array([g.iscrowd for g in gts], dtype=bool)
+    return crowd[None, :] | _outside([g.avg_area for g in gts])
 
 
 def evaluate_ytvis(gt_source, results_source):
