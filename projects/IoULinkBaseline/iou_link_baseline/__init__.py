@@ -14,9 +14,9 @@ from detectron2.layers import nms
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.structures import Instances
 
-from iai_d2.evaluation.diagnosis import run_video, video_predictions
 from iai_d2.inference.id_assignment import remove_overlaps
 from iai_d2.inference.relabel import LINK_IOU_THRESH, IoULinker
+from iai_d2.inference.tracks import track_video
 
 __all__ = ["IoULinkRCNN"]
 
@@ -115,8 +115,4 @@ class IoULinkRCNN(GeneralizedRCNN):
             dict with video_id, length, height, width and ``predictions`` (score, contiguous
             category_id, per-frame RLE or None).
         """
-        dets = run_video(self, video)
-        predictions = video_predictions(
-            dets, dets.model_ids, self.num_classes, self.video_topk, self.video_score_thresh
-        )
-        return {k: video[k] for k in ("video_id", "length", "height", "width")} | {"predictions": predictions}
+        return track_video(self, video, self.video_topk, self.video_score_thresh)
