@@ -542,6 +542,12 @@ def _greedy_match(ious, gt_ignore, crowd):
     """
     num_dets, num_gts = ious.shape
     shape = (gt_ignore.shape[0], IOU_THRESHOLDS.size)
+    if num_gts == 1:  # the common case, without the loop: the first detection above takes it
+        above = ious[:, 0, None] >= IOU_THRESHOLDS[None, :]  # (D, T)
+        if not crowd[0]:
+            above &= np.cumsum(above, axis=0) == 1
+        matched = np.broadcast_to(above.T[None], shape + (num_dets,)).copy()
+        return matched, matched & gt_ignore[:, :, None]
     taken = np.zeros(shape + (num_gts,), dtype=bool)
     matched = np.zeros(shape + (num_dets,), dtype=bool)
     ignored = np.zeros_like(matched)
