@@ -11,9 +11,11 @@ Re-implemented on NumPy + ``pycocotools.mask`` (no vendored cocoapi fork):
   to 100, GT ``ignore`` = ``iscrowd``, 101-point interpolated precision, maxDets 1/10/100;
   categories without GT are excluded from the means.
 
-Speed: each RLE string is parsed twice by pycocotools' C code and never in Python: once for the
-frame areas (one call per 255 masks, for all tracks at once) and once in one ``mask_util.iou`` call
-per video (see ``_intersections``). Validation runs once per track and once over all strings.
+Speed: RLE strings are parsed only by pycocotools' C code, once for the frame areas (all tracks
+together, 255 masks per call) and, where a GT track of the same category has a mask in that frame,
+once more in the single ``mask_util.iou`` call of its video (see ``_intersections``). Inputs are
+validated per track and in one pass over all strings; anything unusual (polygons, uncompressed or
+bytes counts, an error to report) takes the per-track path, which builds the same tracks.
 """
 import contextlib
 import gc
