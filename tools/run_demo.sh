@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job (`make demo`): synthetic videos -> train a tiny IAI -> local mAP + submission zip -> demo mp4.
+# The main job (`make demo`): synthetic videos -> train a tiny IAI -> local mAP + submission zip ->
+# tracking diagnosis (model IDs vs IoU-linked vs oracle IDs on the same detections) -> demo mp4.
 # Usage: tools/run_demo.sh PYTHON OUTPUT_DIR
 set -euo pipefail
 PY="$1"
@@ -21,6 +22,10 @@ echo "== evaluation on synthetic_vis_val: local mAP, results.json, submission.zi
 "$PY" tools/train_net.py --config-file "$CONFIG" --eval-only MODEL.WEIGHTS "$OUT/model_final.pth" OUTPUT_DIR "$OUT" \
   2>&1 | tee "$OUT/eval.log"
 
+echo "== tracking diagnosis: the same detections with the model's IDs, IoU-linked IDs, oracle IDs"
+"$PY" tools/analyze_tracking.py --config-file "$CONFIG" --output "$OUT/tracking_diagnosis" \
+  MODEL.WEIGHTS "$OUT/model_final.pth"
+
 VIDEO_DIR="$(ls -d "$DATA"/valid/JPEGImages/* | head -n 1)"
 echo "== demo video of $VIDEO_DIR"
 "$PY" tools/demo_video.py --config-file "$CONFIG" --input "$VIDEO_DIR" --output "$OUT/demo.mp4" \
@@ -28,4 +33,5 @@ echo "== demo video of $VIDEO_DIR"
 
 echo "== done. Outputs in $OUT:"
 echo "   loss_curve.png, metrics.json, TensorBoard events, model_final.pth,"
-echo "   inference/results.json, inference/submission.zip, demo.mp4, clips/*.png, eval.log"
+echo "   inference/results.json, inference/submission.zip, tracking_diagnosis/diagnosis.md,"
+echo "   demo.mp4, clips/*.png, eval.log"
