@@ -155,6 +155,44 @@ def test_wrong_typed_ground_truth_is_a_cli_error(tmp_path, capsys, field):
     assert "gt.json" in err and f"'{field}'" in err, err
 
 
+def short_counts_rle(as_bytes=False):
+    """RLE whose run lengths [2, 3] cover 5 of H x W pixels: valid characters and area, yet
+    pycocotools' IoU loops forever on it."""
+    counts = mask_util.frPyObjects({"size": [H, W], "counts": [2, 3]}, H, W)["counts"]
+    return {"size": [H, W], "counts": counts if as_bytes else counts.decode("ascii")}
+
+
+def test_short_counts_rle_is_a_one_line_cli_error(tmp_path):
+    """Run as a subprocess with a timeout: before the check, scoring this file never ended."""
+    import subprocess
+
+    gt = write_json(tmp_path / "gt.json", split_json())
+    results = write_json(tmp_path / "results.json",
+                         set_path(perfect_results(), [1, "segmentations", 2], short_counts_rle()))
+    proc = subprocess.run([sys.executable, "-m", "iai_d2.evaluation", "--gt", gt, "--results", results],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and err.startswith("error:") and "\n" not in err, err
+    for word in ["result 1", "video 2", "frame 2", "corrupt RLE counts", "sum to 5"]:
+        assert word in err, err
+
+
+@pytest.mark.parametrize("as_bytes", [False, True], ids=["bulk-str", "per-track-bytes"])
+def test_short_counts_rle_is_rejected_when_loading(as_bytes):
+    """Results (fast path for str counts, per-track path for bytes) and GT name entry and frame."""
+    from iai_d2.evaluation.ytvis_eval import load_ground_truth, load_results
+
+    gt = load_ground_truth(split_json())
+    bad = set_path(perfect_results(), [0, "segmentations", 1], short_counts_rle(as_bytes))
+    with pytest.raises(ValueError, match=r"result 0 \(video 1, frame 1\): corrupt RLE counts .*sum to 5"):
+        load_results(bad, gt)
+    bad_gt = set_path(split_json(), ["annotations", 1, "segmentations", 2], short_counts_rle(as_bytes))
+    with pytest.raises(ValueError, match=r"annotation 11 \(video 2, frame 2\): corrupt RLE counts"):
+        load_ground_truth(bad_gt)
+    assert len(load_results(perfect_results(), gt)) == 2  # valid input still loads
+
+
 def test_odd_but_valid_results_score_correctly(tmp_path, capsys):
     """No prediction at all scores 0; uncompressed RLE, empty masks ({} / null) and an extra key
     are accepted, and perfect predictions score 100."""

@@ -219,6 +219,104 @@ def _check_counts_alphabet(tracks, where_of):
                                  "'0'..'o' of the COCO compressed RLE alphabet)")
 
 
+# Longest accepted value: 6 characters carry 30 bits, so |value| < 2**29 (pycocotools' own int arithmetic
+# is exact there; a valid encoder needs 7 only for frames of 2**29 pixels or more).
+_MAX_VALUE_CHARS = 6
+_CHUNK_CHARS = 1 << 22
+
+
+def _rle_totals(counts):
+    """(N,) int64 sum of the run lengths of compressed RLE count strings (str or bytes), or -1.
+
+    Decodes pycocotools' format: per value, characters c - 48 carry 5 data bits (low first) and a
+    continuation bit 0x20; the last character's 0x10 bit sign-extends; from the fourth value on, a
+    value is a delta to the count two places back. -1 marks a string that is not a valid encoding:
+    a character outside '0'..'o', a value cut off at the end or longer than 6 characters, or a
+    negative run length.
+    """
+    raw = [c if type(c) is bytes else c.encode("utf-8") for c in counts]
+    out = np.empty(len(raw), dtype=np.int64)
+    start = 0
+    while start < len(raw):
+        stop, size = start, 0
+        while stop < len(raw) and (size < _CHUNK_CHARS or stop == start):
+            size += len(raw[stop])
+            stop += 1
+        out[start:stop] = _rle_totals_chunk(raw[start:stop])
+        start = stop
+    return out
+
+
+def _rle_totals_chunk(raw):
+    n = len(raw)
+    lens = np.fromiter(map(len, raw), dtype=np.int64, count=n)
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    d = np.frombuffer(b"".join(raw), dtype=np.uint8) - np.uint8(48)  # wraps below "0": >= 64 is bad
+    bad = np.zeros(n, dtype=bool)
+    outside = np.flatnonzero(d >= 64)
+    if outside.size:
+        bad[np.searchsorted(ends, outside, side="right")] = True
+        d[outside] = 0
+    last = ends[lens > 0] - 1
+    bad[lens > 0] |= d[last] >= 32  # value cut off at the end of the string
+    d[last] &= 31  # keep a bad string's characters out of the next string's values
+    vend = np.flatnonzero(d < 32)
+    vstart = np.empty_like(vend)
+    vstart[:1] = 0
+    vstart[1:] = vend[:-1] + 1
+    vlen = vend - vstart + 1
+    owner = np.searchsorted(ends, vend, side="right")
+    if vlen.max(initial=1) > _MAX_VALUE_CHARS:
+        bad[owner[vlen > _MAX_VALUE_CHARS]] = True
+    x = (d[vend] & 31).astype(np.int64)  # one-character values: the last character is the first
+    multi = np.flatnonzero(vlen > 1)
+    if multi.size:
+        ml, ms = np.minimum(vlen[multi], _MAX_VALUE_CHARS), vstart[multi]
+        xm = np.zeros(multi.size, dtype=np.int64)
+        for k in range(int(ml.max())):
+            sel = ml > k
+            xm[sel] |= (d[ms[sel] + k] & 31).astype(np.int64) << (5 * k)
+        x[multi] = xm
+    neg = (d[vend] & 16) != 0
+    x[neg] -= np.int64(1) << (5 * np.minimum(vlen[neg], _MAX_VALUE_CHARS))
+    first = np.searchsorted(vend, starts)  # index of each string's first value
+    j = np.arange(vend.size) - first[owner]  # value index within its string
+    # count j = x_j + count j-2 for j > 2: running sums along the odd chain (from 1) and even (from 2)
+    counts = x.copy()
+    for parity, begin in ((1, 1), (0, 2)):
+        chain = np.where((j >= begin) & ((j & 1) == parity), x, 0)
+        run = np.cumsum(chain)
+        # subtract the running sum before the string's first value
+        base = np.concatenate([[0], run])[first]
+        counts = np.where((j >= begin) & ((j & 1) == parity), run - base[owner], counts)
+    if counts.size:
+        bad[owner[counts < 0]] = True
+    totals = np.bincount(owner, weights=counts.astype(np.float64), minlength=n).astype(np.int64)
+    totals[bad] = -1
+    return totals
+
+
+def _check_counts_totals(tracks, where_of):
+    """Raise ValueError naming the track and frame if a compressed RLE's run lengths do not add up
+    to height x width (pycocotools' IoU loops forever on such a mask) or do not decode.
+
+    Frames whose mask is empty were dropped already and never reach the IoU.
+    """
+    keys = [(k, t) for k, tr in enumerate(tracks) for t, r in enumerate(tr.rles) if r is not None]
+    if not keys:
+        return
+    rles = [tracks[k].rles[t] for k, t in keys]
+    totals = _rle_totals([r["counts"] for r in rles])
+    pixels = np.array([h * w for h, w in (r["size"] for r in rles)], dtype=np.int64)
+    bad = np.flatnonzero(totals != pixels)
+    if bad.size:
+        (k, t), total = keys[bad[0]], int(totals[bad[0]])
+        got = "do not decode" if total < 0 else f"sum to {total}"
+        raise ValueError(f"{where_of(k).format(t=t)}: corrupt RLE counts (run lengths {got}, not "
+                         f"height x width = {int(pixels[bad[0]])})")
+
+
 # pycocotools 2.0.x ``mask.area`` fails on 256 or more RLEs in one call (an uint8 length array).
 _AREA_CALL = 255
 
@@ -279,6 +377,8 @@ def _bulk_frames(segs_lists, sizes):
             raise _NotBulk
         chars = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
         if chars.size and (chars.min() < _RLE_CHARS[0] or chars.max() > _RLE_CHARS[-1]):
+            raise _NotBulk
+        if np.any((_rle_totals(counts) != pixels) & (obj_areas > 0)):
             raise _NotBulk
         areas[present] = obj_areas
     ends = np.cumsum(lens).tolist()
@@ -368,6 +468,7 @@ def _gt_tracks(annotations, videos, categories):
                                   _gt_where(ann_id, vid), True, ann.get("areas")))
         ann_ids.append(ann_id)
     _check_counts_alphabet(tracks, lambda k: _gt_where(ann_ids[k], tracks[k].video_id))
+    _check_counts_totals(tracks, lambda k: _gt_where(ann_ids[k], tracks[k].video_id))
     return tracks
 
 
@@ -441,6 +542,7 @@ def _result_tracks(results, gt):
         tracks.append(_make_track(r["video_id"], r["category_id"], r["score"], False,
                                   r["segmentations"], info, _result_where(i, r["video_id"]), False))
     _check_counts_alphabet(tracks, lambda k: _result_where(k, tracks[k].video_id))
+    _check_counts_totals(tracks, lambda k: _result_where(k, tracks[k].video_id))
     return tracks
 
 
