@@ -56,7 +56,7 @@ def add_iai_config(cfg):
     _C.MODEL.IAI.ASSOCIATION.SELF_HEADS = 4  # heads of the spatial self-attention
     _C.MODEL.IAI.ASSOCIATION.ATT_HEADS = 2  # heads of the global / local memory attention
     _C.MODEL.IAI.ASSOCIATION.FFN_DIM = 1024
-    _C.MODEL.IAI.ASSOCIATION.WINDOW = 15  # local attention window (odd), on the stride-32 grid
+    _C.MODEL.IAI.ASSOCIATION.WINDOW = 15  # local attention window (odd), in tokens of the association grid
     _C.MODEL.IAI.ASSOCIATION.DROP_PATH = 0.1
     # Ablation switches (paper Tab. 5): local memory, global memory, classification projector.
     # With CLS_PROJECTOR off the projector's channels are filled with zeros, so the FPN input
@@ -91,6 +91,7 @@ def add_iai_config(cfg):
     # continue a track but never start one, so false positives do not fill the slots).
     _C.MODEL.IAI.INFERENCE.BIRTH_SCORE_THRESH = 0.3
     # Ranking score for class-agnostic NMS: w_cls * s_cls + w_id * s_id, (w_cls, w_id) per frame.
+    # ID_SCORE_THRESH and the weights apply to the ROI ID decoder; the dense decoder ranks by s_cls.
     _C.MODEL.IAI.INFERENCE.FIRST_FRAME_WEIGHTS = (1.0, 0.5)
     _C.MODEL.IAI.INFERENCE.LATER_FRAME_WEIGHTS = (0.5, 1.0)
     _C.MODEL.IAI.INFERENCE.NMS_THRESH = 0.5

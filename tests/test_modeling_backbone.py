@@ -95,7 +95,7 @@ def test_associate_with_switches_off():
 
 
 def test_bad_sizes_raise_clear_errors():
-    with pytest.raises(ValueError, match="res5 channels > 2 \\* MODEL.IAI.ASSOCIATION.DIM"):
+    with pytest.raises(ValueError, match="more channels than 2 \\* MODEL.IAI.ASSOCIATION.DIM"):
         build_backbone(_cfg(dim=256))
     backbone = build_backbone(_cfg()).eval()
     with pytest.raises(ValueError, match="not a multiple of the res5 stride 32"):

@@ -17,7 +17,7 @@ def _long(*values):
 def test_id_bank_shapes_and_empty_embedding():
     torch.manual_seed(0)
     bank = IDBank(num_ids=5, dim=16, stride=32)
-    assert bank.conv.kernel_size == (33, 33)  # the released checkpoint's shape still loads
+    assert bank.conv.kernel_size == (63, 63) and bank.conv.padding == (31, 31)
     Y = torch.zeros(2, 6, 128, 160)
     Y[:, 5] = 1.0
     assert bank(Y).shape == (2, 16, 4, 5)
@@ -79,6 +79,20 @@ def test_id_bank_every_pixel_reaches_a_token(stride, size):
     bank(Y).sum().backward()
     reached = Y.grad[0, 0] != 0
     assert bool(reached.all()), f"{int((~reached).sum())} pixels reach no token"
+
+
+def test_id_bank_token_sits_where_the_backbone_feature_sits():
+    """Token (i, j) is centred on pixel (s*i, s*j), like ResNet features and Detectron2 anchors."""
+    s = 16
+    bank = IDBank(num_ids=3, dim=1, stride=s)
+    with torch.no_grad():
+        bank.conv.weight.zero_()
+        bank.conv.bias.zero_()
+        bank.conv.weight[0, 0, s - 1, s - 1] = 1.0  # the kernel's centre tap only
+        Y = torch.zeros(1, 4, 5 * s, 6 * s)
+        Y[0, 0, 2 * s, 3 * s] = 1.0
+        out = bank(Y)[0, 0]
+    assert out.nonzero().tolist() == [[2, 3]]
 
 
 def test_first_appearance_slots_follow_inference_order():

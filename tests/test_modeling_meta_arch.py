@@ -88,6 +88,8 @@ def test_clip_with_more_instances_than_slots_is_a_clear_error(model):
 def test_inference_frame_returns_tracked_instances_at_output_size(model):
     model.eval()
     model.roi_heads.cls_score_thresh = model.roi_heads.id_score_thresh = 0.0  # untrained: keep detections
+    model.birth_score = 0.0  # ... let them start tracks
+    model.mask_threshold = 0.0  # ... and keep their (untrained, ~0.5) mask probabilities
     state = model.new_video_state()
     ids_seen = []
     for t in range(3):

@@ -185,11 +185,14 @@ class IDAssigner:
                 continue
             slot = self._free_slot(frame_idx)
             if slot < 0:
+                reason = (
+                    "MODEL.IAI.ON_FULL is 'discard'"
+                    if self.on_full == "discard"
+                    else f"every track was seen in the last {self.recycle_after} frames"
+                )
                 logger.warning(
                     f"frame {frame_idx}: a confident new detection was dropped: all "
-                    f"{self.num_ids - 1} ID slots are held by tracks seen in the last "
-                    f"{self.recycle_after} frames (on_full={self.on_full}); raise "
-                    "MODEL.IAI.NUM_IDS or lower MODEL.IAI.RECYCLE_AFTER"
+                    f"{self.num_ids - 1} ID slots are taken and {reason}; raise MODEL.IAI.NUM_IDS"
                 )
                 continue
             if slot in self._slot_track:

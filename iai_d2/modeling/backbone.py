@@ -54,7 +54,7 @@ class IAIAssociation(nn.Module):
         cls_channels = in_channels - 2 * dim
         if cls_channels <= 0:
             raise ValueError(
-                f"the association path needs res5 channels > 2 * MODEL.IAI.ASSOCIATION.DIM, got "
+                f"the association path needs more channels than 2 * MODEL.IAI.ASSOCIATION.DIM, got "
                 f"{in_channels} channels and DIM={dim}; lower DIM"
             )
         self.in_channels = in_channels

@@ -50,8 +50,17 @@ class DenseIDHead(nn.Module):
         return self.predictor(F.relu(self.conv(hab)))
 
     def upsample(self, logits: torch.Tensor) -> torch.Tensor:
-        """(B, N+1, h, w) -> (B, N+1, h*s, w*s) at the padded image size (bilinear)."""
-        return F.interpolate(logits, scale_factor=self.stride, mode="bilinear", align_corners=False)
+        """
+        (B, N+1, h, w) -> (B, N+1, h*s, w*s) at the padded image size, bilinear, with token i at
+        pixel s*i (where the backbone feature and the ID bank's token sit; beyond the last token
+        the logits are held constant).
+        """
+        s = self.stride
+        h, w = logits.shape[-2:]
+        up = F.interpolate(
+            F.pad(logits, (0, 1, 0, 1), mode="replicate"), scale_factor=s, mode="bilinear", align_corners=False
+        )
+        return up[..., s // 2 : s // 2 + h * s, s // 2 : s // 2 + w * s]
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """

@@ -28,12 +28,13 @@ class IDBank(nn.Module):
     """
     Patch-wise ID bank: a strided conv that turns a full-resolution one-hot ID mask Y into an ID
     embedding on the stride-s grid. Each token receives a learned linear function of the ID content
-    of its (s+1) x (s+1) pixel patch (the paper's E = Y^T D, generalised spatially).
+    of the pixels around it (the paper's E = Y^T D, generalised spatially).
 
-    The kernel has the released code's shape (s+1), but it is centred on the token's own s x s
-    cell: token i covers pixels [s*i, s*i + s] (Y is padded by one row / column at the bottom /
-    right), so every pixel of Y reaches a token at any input size. The released padding s/2 left
-    the last s/2 - 1 rows and columns unseen.
+    Token i sits where the backbone's feature i sits (pixel s*i, as Detectron2's anchors assume),
+    and its kernel of 2s-1 pixels reaches the centres of its neighbours: it sees pixels
+    [s*i - s + 1, s*i + s - 1], so every pixel of Y reaches a token at any input size. The
+    released kernel (s+1, padding s/2) had the same centre but left the last s/2 - 1 rows and
+    columns of every frame unseen.
     """
 
     def __init__(self, num_ids: int, dim: int, stride: int = 32):
@@ -49,7 +50,7 @@ class IDBank(nn.Module):
         self.num_ids = num_ids
         self.stride = stride
         self.conv = nn.Conv2d(
-            num_ids + 1, dim, kernel_size=stride + 1, stride=stride, padding=0
+            num_ids + 1, dim, kernel_size=2 * stride - 1, stride=stride, padding=stride - 1
         )
         nn.init.xavier_uniform_(self.conv.weight)
 
@@ -58,13 +59,13 @@ class IDBank(nn.Module):
         Args:
             Y: (B, N+1, Hp, Wp) float one-hot ID mask.
         Returns:
-            E: (B, C, floor(Hp / s), floor(Wp / s)).
+            E: (B, C, ceil(Hp / s), ceil(Wp / s)).
         """
         if Y.dim() != 4 or Y.shape[1] != self.num_ids + 1:
             raise ValueError(
                 f"ID mask must have shape (B, N+1={self.num_ids + 1}, Hp, Wp), got {tuple(Y.shape)}"
             )
-        return self.conv(F.pad(Y, (0, 1, 0, 1)))
+        return self.conv(Y)
 
     def empty_embedding(self) -> torch.Tensor:
         """(C,) embedding of an all-zero Y at every position (= the conv bias); reference pass."""

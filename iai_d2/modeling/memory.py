@@ -111,18 +111,21 @@ class AssociationMemory:
 
     def held_slots(self, num_slots: int) -> torch.Tensor:
         """
+        Slots the block can read: painted in a stored frame of a memory it attends to (global
+        and / or local, per ASSOCIATION.GLOBAL / LOCAL).
+
         Returns:
-            (B, num_slots) bool: slot s of stream b is painted in some stored frame (global or
-            local). All False while the memory is empty.
+            (B, num_slots) bool; (0, num_slots) while the memory is empty.
         """
-        entries = self._global + ([self._local] if self._local is not None else [])
-        if not entries:
+        if self.is_empty:
             return torch.zeros(0, num_slots, dtype=torch.bool)
-        held = torch.zeros(entries[0].labels.shape[0], num_slots + 1, dtype=torch.bool,
-                           device=entries[0].labels.device)
+        entries = (self._global if self.hab.global_out is not None else []) + (
+            [self._local] if self.hab.local_attn is not None else []
+        )
+        labels0 = self._global[0].labels
+        held = torch.zeros(labels0.shape[0], num_slots + 1, dtype=torch.bool, device=labels0.device)
         for entry in entries:
-            labels = entry.labels.flatten(1).long().clamp(max=num_slots)
-            held.scatter_(1, labels, True)
+            held.scatter_(1, entry.labels.flatten(1).long().clamp(max=num_slots), True)
         return held[:, :num_slots]
 
     def forget_slots(self, slots: Iterable[int]) -> None:

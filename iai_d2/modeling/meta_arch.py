@@ -42,11 +42,15 @@ class VideoState:
 @META_ARCH_REGISTRY.register()
 class IAIRCNN(GeneralizedRCNN):
     """
-    Mask R-CNN whose backbone (:class:`IAIFPN`) fuses res5 with an association memory and whose ROI
-    heads (:class:`IAIROIHeads`) predict, for every detection, an identity among N ID channels.
+    Mask R-CNN whose backbone (:class:`IAIFPN`) fuses one level (res5 or res4) with an association
+    memory, and whose ID decoder (the ROI ID predictor of :class:`IAIROIHeads`, or the dense
+    :class:`DenseIDHead` on the association output) gives every detection an identity among N ID
+    channels.
 
     Training input: a list of clips (see ``YTVISClipDatasetMapper``); the backbone runs once on all
-    B*T frames, then frames are processed in order with the memory teacher-forced by GT masks.
+    B*T frames, then frames are processed in order with the memory written from GT masks (dropped
+    and shifted as MEMORY.TRAIN_* say). The B clips share one memory schedule: a birth in any clip
+    adds that frame to the global memory of all B (inference runs one video at a time).
     Test input: a list of videos with lazily decoded ``frames``; frames run one at a time.
     """
 
@@ -100,8 +104,11 @@ class IAIRCNN(GeneralizedRCNN):
         super().__init__(**kwargs)
         if id_decoder not in _ID_DECODERS:
             raise ValueError(f"MODEL.IAI.ID_DECODER must be one of {_ID_DECODERS}, got {id_decoder!r}")
-        if id_decoder == "dense" and dense_id_head is None:
-            raise ValueError("MODEL.IAI.ID_DECODER 'dense' needs the dense ID head")
+        if id_decoder == "dense" and (dense_id_head is None or dense_id_loss_weight <= 0):
+            raise ValueError(
+                "MODEL.IAI.ID_DECODER 'dense' decides identities with the dense ID head, which only "
+                f"the dense ID loss trains: set MODEL.IAI.DENSE_ID.LOSS_WEIGHT > 0 (got {dense_id_loss_weight})"
+            )
         self.num_ids = num_ids
         self.num_classes = num_classes
         self.new_id_trigger = new_id_trigger

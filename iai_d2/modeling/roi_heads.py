@@ -30,7 +30,7 @@ class IAIROIHeads(StandardROIHeads):
     without it, identities come from the dense ID decoder and detections are ranked by class).
 
     Training adds ``loss_id`` to Detectron2's box and mask losses; target Instances must carry
-    ``gt_ids`` (LongTensor in 0..N-1: memory slot, or N-1 for an instance new in the clip).
+    ``gt_ids`` (LongTensor in 0..N-1: memory slot, or N-1 for an instance new to the memory).
     Online inference goes through :meth:`inference_frame` (class-agnostic NMS on a weighted
     class/ID score); :meth:`forward` in eval mode stays plain Mask R-CNN inference.
     """
