@@ -186,7 +186,10 @@ class IAITrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         if not is_video_split(dataset_name):
-            return COCOEvaluator(dataset_name, output_dir=output_folder)
+            # Tasks from the config, not from the predictions: a model that detects nothing yet
+            # still reports segm (as NaN) instead of silently only bbox.
+            tasks = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+            return COCOEvaluator(dataset_name, tasks=tasks, output_dir=output_folder)
         if not hasattr(MetadataCatalog.get(dataset_name), "json_file"):
             resolve_ytvis_paths(dataset_name)  # built-in splits pick their layout on first use
         return YTVISEvaluator(dataset_name, output_dir=output_folder)
