@@ -83,21 +83,20 @@ def test_train_net_two_processes_on_cpu(synthetic_vis_root, run_tool, e2e_settin
     assert (out / "inference" / "submission.zip").is_file()
     assert temp_files(out) == []
 
-    # The 2-process checkpoint loads in one process and predicts what the 2 processes predicted.
+    # The 2-process checkpoint loads completely in one process and evaluates there. (Its predictions
+    # are not compared with the 2-process run's: a 2-iteration model's masks and scores sit at
+    # thresholds where floating-point noise flips them; test_e2e_reliability compares 1- and
+    # 2-process --eval-only of one trained model.)
     single = run_tool(
         "train_net.py", "--config-file", e2e_settings.config, "--eval-only", *e2e_settings.input_opts,
         "MODEL.WEIGHTS", final, "OUTPUT_DIR", tmp_path / "single", datasets_root=synthetic_vis_root, timeout=300,
     )
     assert single.returncode == 0, f"1-process --eval-only of the 2-process checkpoint failed:\n{tail(single.stderr)}"
-
-    def predictions(path):
-        with open(path) as f:
-            return sorted((r["video_id"], r["category_id"], round(r["score"], 4), json.dumps(r["segmentations"]))
-                          for r in json.load(f))
-
-    assert predictions(tmp_path / "single" / "inference" / "results.json") == predictions(
-        out / "inference" / "results.json"
-    )
+    log = single.stdout + single.stderr
+    assert "not found in the checkpoint" not in log and "not used by the model" not in log, tail(log)
+    assert "copypaste: AP," in log
+    with open(tmp_path / "single" / "inference" / "results.json") as f:
+        assert isinstance(json.load(f), list)
 
 
 def _tiny_train_cfg(tmp_path, e2e_settings, max_iter, output_dir):
