@@ -292,3 +292,20 @@ def test_memory_held_slots_and_forgetting_a_recycled_slot():
         torch.testing.assert_close(mem.global_kv()[1][:L], fresh.global_kv()[1])
         # Frame 1 never held slot 0: unchanged.
         torch.testing.assert_close(mem.global_kv()[1][L:], values_before[1][L:])
+
+
+@pytest.mark.parametrize("use_global,expected", [(True, [True, False, True]), (False, [False, False, True])])
+def test_held_slots_count_only_the_memories_the_block_reads(use_global, expected):
+    mem = _memory(interval=1, use_global=use_global)
+    x = torch.randn(H * W, 1, 32)
+    frame0 = torch.full((1, H * S, W * S), NUM_IDS, dtype=torch.long)
+    frame0[0, :S, :S] = 0
+    frame1 = torch.full((1, H * S, W * S), NUM_IDS, dtype=torch.long)
+    frame1[0, S:, 2 * S:] = 2
+    with torch.no_grad():
+        mem.reference(x, (H, W))
+        mem.reset_memory(_labels_Y(frame0))
+        mem.match(x, (H, W))
+        mem.update(_labels_Y(frame1))
+    # Slot 0 is only in frame 0 (global memory); slot 2 is in frame 1 (also the local memory).
+    assert mem.held_slots(NUM_IDS - 1).tolist() == [expected]

@@ -122,3 +122,10 @@ def test_random_slots_are_distinct_consistent_across_frames_and_in_range(model):
     # Default: slots in order of first appearance, as inference allocates them.
     slots = model._clip_slots({"video_id": 3}, [torch.tensor([5, 2]), torch.tensor([2, 7]), torch.tensor([7])])
     assert sorted(slots[0].tolist()) == [0, 1] and slots[1][1] == 2 and slots[2].tolist() == [2]
+
+
+def test_dense_decoder_without_its_loss_is_a_config_error():
+    cfg = tiny_cfg()
+    cfg.MODEL.IAI.DENSE_ID.LOSS_WEIGHT = 0.0
+    with pytest.raises(ValueError, match="DENSE_ID.LOSS_WEIGHT > 0"):
+        build_model(cfg)
