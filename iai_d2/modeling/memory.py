@@ -141,7 +141,8 @@ class AssociationMemory:
             hit = torch.isin(entry.labels, torch.as_tensor(slots, device=entry.labels.device))
             if bool(hit.any()):
                 entry.labels = entry.labels.masked_fill(hit, background)
-                entry.value = self._fused_value(entry.raw_value, entry.labels)
+                Y = F.one_hot(entry.labels.long(), background + 1).permute(0, 3, 1, 2)
+                entry.value = self._fused_value(entry.raw_value, Y)
 
     def reference(self, x: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
         """
@@ -221,9 +222,8 @@ class AssociationMemory:
                 del self._global[1]
             self.last_mem_step = self.frame_step
 
-    def _fused_value(self, raw_value: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """W_V(raw + E(Y)) for ID labels (B, Hp, Wp) -> (L, B, C)."""
-        Y = F.one_hot(labels.long(), self.id_bank.num_ids + 1).permute(0, 3, 1, 2)
+    def _fused_value(self, raw_value: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
+        """W_V(raw + E(Y)) for a one-hot ID mask Y (B, N+1, Hp, Wp) -> (L, B, C)."""
         emb = self.id_bank(Y.to(raw_value.dtype)).flatten(2).permute(2, 0, 1)
         return self.hab.fuse_value(raw_value, emb)
 
@@ -243,7 +243,6 @@ class AssociationMemory:
                 f"(B={k.shape[1]}, N+1, {h * s}, {w * s}) (the padded image size, a multiple of "
                 f"{s})"
             )
-        emb = self.id_bank(Y.to(k.dtype)).flatten(2).permute(2, 0, 1)
         self._current = None
         labels = Y.argmax(1).to(torch.uint8 if Y.shape[1] <= 256 else torch.int16)
-        return _StoredFrame(frame, k, vraw, labels, self.hab.fuse_value(vraw, emb))
+        return _StoredFrame(frame, k, vraw, labels, self._fused_value(vraw, Y))
