@@ -45,6 +45,10 @@ def add_iai_config(cfg):
     _C.MODEL.IAI.DENSE_ID = CN()
     _C.MODEL.IAI.DENSE_ID.LOSS_WEIGHT = 0.0
     _C.MODEL.IAI.DENSE_ID.CONV_DIM = 128
+    # A backbone level at half the association stride (e.g. "res3" with res4 association) whose
+    # features the decoder fuses with the upsampled HAB output, so identities are decoded at that
+    # finer stride; "" decodes at the association stride.
+    _C.MODEL.IAI.DENSE_ID.SKIP_FEATURE = ""
 
     # Hybrid Association Block, applied to one backbone level before the FPN: res5 (stride 32,
     # the paper) or res4 (stride 16: a 4x finer token grid for small frames / small objects).

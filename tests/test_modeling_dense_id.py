@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from iai_d2.modeling.dense_id import DenseIDHead
@@ -38,3 +39,26 @@ def test_detection_probs_average_inside_each_mask():
     assert probs[0].argmax() == 0 and probs[0, 0] > 0.9
     assert probs[1].argmax() == 2 and probs[1, 2] > 0.9
     torch.testing.assert_close(probs[2], torch.full((N + 1,), 1.0 / (N + 1)))  # empty mask
+
+
+def test_skip_level_decodes_at_half_the_stride():
+    torch.manual_seed(0)
+    head = DenseIDHead(in_channels=8, num_ids=N, conv_dim=16, stride=4, skip_channels=6)
+    assert head.stride == 2
+    logits = head(torch.randn(2, 8, 3, 5), torch.randn(2, 6, 6, 10))
+    assert logits.shape == (2, N + 1, 6, 10)
+    with pytest.raises(ValueError, match="skip"):
+        head(torch.randn(2, 8, 3, 5))
+    labels = torch.full((2, 12, 20), N, dtype=torch.long)
+    labels[1, 4:8, 4:8] = 0
+    head.loss(logits, labels).backward()
+    assert head.lateral.weight.grad.abs().sum() > 0 and head.conv.weight.grad.abs().sum() > 0
+
+
+def test_skip_upsampling_puts_association_token_i_on_skip_token_2i():
+    x = torch.arange(12.0).reshape(1, 1, 3, 4)
+    up = DenseIDHead._upsample2x(x)
+    assert up.shape == (1, 1, 6, 8)
+    torch.testing.assert_close(up[..., ::2, ::2], x)
+    torch.testing.assert_close(up[0, 0, 0, 1], (x[0, 0, 0, 0] + x[0, 0, 0, 1]) / 2)
+    torch.testing.assert_close(up[0, 0, 5, 7], x[0, 0, 2, 3])  # held constant past the last token

@@ -51,11 +51,13 @@ def model():
     return build_model(tiny_cfg())
 
 
-@pytest.mark.parametrize("decoder", ["dense", "roi"])
+@pytest.mark.parametrize("decoder", ["dense", "dense+res3", "roi"])
 def test_training_step_gives_finite_losses_and_gradients_on_id_modules(decoder):
     cfg = tiny_cfg()
+    decoder, _, skip = decoder.partition("+")
     cfg.MODEL.IAI.ID_DECODER = decoder
     cfg.MODEL.IAI.DENSE_ID.LOSS_WEIGHT = 1.0 if decoder == "dense" else 0.0
+    cfg.MODEL.IAI.DENSE_ID.SKIP_FEATURE = skip
     torch.manual_seed(0)
     model = build_model(cfg)
     model.train()
@@ -75,6 +77,13 @@ def test_training_step_gives_finite_losses_and_gradients_on_id_modules(decoder):
         ("id decoder", id_module.weight),
     ]:
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+    if skip:
+        assert model.dense_id_head.lateral.weight.grad.abs().sum() > 0
+        model.eval()
+        state = model.new_video_state()
+        for image in clips[0]["image"]:
+            out = model.inference_frame(state, image, 96, 128)
+            assert len(out.ID) == out.pred_masks.shape[0]
 
 
 def test_clip_with_more_instances_than_slots_is_a_clear_error(model):
@@ -122,6 +131,13 @@ def test_random_slots_are_distinct_consistent_across_frames_and_in_range(model):
     # Default: slots in order of first appearance, as inference allocates them.
     slots = model._clip_slots({"video_id": 3}, [torch.tensor([5, 2]), torch.tensor([2, 7]), torch.tensor([7])])
     assert sorted(slots[0].tolist()) == [0, 1] and slots[1][1] == 2 and slots[2].tolist() == [2]
+
+
+def test_dense_skip_level_must_be_at_half_the_association_stride():
+    cfg = tiny_cfg()
+    cfg.MODEL.IAI.DENSE_ID.SKIP_FEATURE = "res2"  # stride 4 under res4 association (stride 16)
+    with pytest.raises(ValueError, match="SKIP_FEATURE='res2' must be a backbone output at half"):
+        build_model(cfg)
 
 
 def test_dense_decoder_without_its_loss_is_a_config_error():

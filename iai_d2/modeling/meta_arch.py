@@ -67,6 +67,7 @@ class IAIRCNN(GeneralizedRCNN):
         dense_id_head: Optional[DenseIDHead],
         dense_id_loss_weight: float,
         id_decoder: str,
+        dense_id_skip: str = "",
         on_full: str,
         recycle_after: int,
         birth_score: float,
@@ -90,6 +91,7 @@ class IAIRCNN(GeneralizedRCNN):
                 shifted by up to this many pixels.
             dense_id_head: the dense ID decoder on the HAB output, or None.
             dense_id_loss_weight: weight of its pixel-wise ID loss ``loss_id_dense``.
+            dense_id_skip: the bottom-up level the dense decoder fuses ("" for none).
             id_decoder: "roi" (the ROI ID head's probabilities decide identities, the paper) or
                 "dense" (the dense decoder's probabilities averaged inside each mask).
             on_full, recycle_after: what to do with new instances when all slots are taken.
@@ -117,6 +119,7 @@ class IAIRCNN(GeneralizedRCNN):
         self.memory_jitter = memory_jitter
         self.dense_id_head = dense_id_head
         self.dense_id_loss_weight = dense_id_loss_weight
+        self.dense_id_skip = dense_id_skip
         self.id_decoder = id_decoder
         self.on_full = on_full
         self.recycle_after = recycle_after
@@ -134,6 +137,17 @@ class IAIRCNN(GeneralizedRCNN):
         inf = iai.INFERENCE
         use_dense = iai.ID_DECODER == "dense" or iai.DENSE_ID.LOSS_WEIGHT > 0
         stride = ret["backbone"].association.id_bank.stride
+        skip = iai.DENSE_ID.SKIP_FEATURE
+        skip_channels = None
+        if use_dense and skip:
+            shapes = ret["backbone"].bottom_up.output_shape()
+            if skip not in shapes or shapes[skip].stride * 2 != stride:
+                raise ValueError(
+                    f"MODEL.IAI.DENSE_ID.SKIP_FEATURE={skip!r} must be a backbone output at half the "
+                    f"association stride {stride}; backbone outputs: "
+                    + ", ".join(f"{k} (stride {v.stride})" for k, v in shapes.items())
+                )
+            skip_channels = shapes[skip].channels
         ret.update(
             num_ids=iai.NUM_IDS,
             num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
@@ -141,7 +155,8 @@ class IAIRCNN(GeneralizedRCNN):
             random_slots=iai.RANDOM_SLOTS,
             memory_drop_prob=iai.MEMORY.TRAIN_DROP_PROB,
             memory_jitter=iai.MEMORY.TRAIN_JITTER,
-            dense_id_head=DenseIDHead(cfg, stride=stride) if use_dense else None,
+            dense_id_head=DenseIDHead(cfg, stride=stride, skip_channels=skip_channels) if use_dense else None,
+            dense_id_skip=skip if use_dense else "",
             dense_id_loss_weight=iai.DENSE_ID.LOSS_WEIGHT,
             id_decoder=iai.ID_DECODER,
             on_full=iai.ON_FULL,
@@ -211,7 +226,8 @@ class IAIRCNN(GeneralizedRCNN):
             masks = [g.gt_masks.tensor for g in gt[t]]
             if self.dense_id_head is not None and self.dense_id_loss_weight > 0:
                 labels = paint_id_labels(masks, [x.gt_ids for x in targets], self.num_ids, padded_size)
-                loss = self.dense_id_head.loss(self.dense_id_head(hab), labels)
+                logits = self._dense_id_logits(hab, {k: v[sl] for k, v in bottom_up.items()})
+                loss = self.dense_id_head.loss(logits, labels)
                 losses["loss_id_dense"].append(loss * self.dense_id_loss_weight)
 
             id_mask = build_id_mask(
@@ -223,6 +239,10 @@ class IAIRCNN(GeneralizedRCNN):
             births = any(bool((x.gt_ids == self.num_ids - 1).any()) for x in targets)
             self.backbone.remember(memory, id_mask, new_ids=self.new_id_trigger and births)
         return {k: torch.stack(v).mean() for k, v in losses.items()}
+
+    def _dense_id_logits(self, hab: torch.Tensor, bottom_up: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """Dense ID logits (B, N+1, h', w') from the HAB output and, with a skip level, its features."""
+        return self.dense_id_head(hab, bottom_up[self.dense_id_skip] if self.dense_id_skip else None)
 
     def _clip_slots(self, clip: Dict, clip_tracks: List[torch.Tensor]) -> List[torch.Tensor]:
         """
@@ -272,7 +292,8 @@ class IAIRCNN(GeneralizedRCNN):
         first_frame = state.frame_idx == 0
         images = self.preprocess_image([{"image": image}])
         padded_size = tuple(images.tensor.shape[-2:])
-        associated = self.backbone.associate(self.backbone.bottom_up(images.tensor), state.memory)
+        bottom_up = self.backbone.bottom_up(images.tensor)
+        associated = self.backbone.associate(bottom_up, state.memory)
         hab = associated.pop("association")
         features = self.backbone.top_down(associated)
         proposals, _ = self.proposal_generator(images, features, None)
@@ -285,7 +306,8 @@ class IAIRCNN(GeneralizedRCNN):
         input_size = images.image_sizes[0]
         input_masks = F.interpolate(masks[:, None].float(), size=input_size, mode="nearest")[:, 0] > 0.5
         if self.id_decoder == "dense":
-            detections.id_probs = self.dense_id_head.detection_probs(self.dense_id_head(hab), input_masks)
+            logits = self._dense_id_logits(hab, bottom_up)
+            detections.id_probs = self.dense_id_head.detection_probs(logits, input_masks)
         assignment = state.assigner.assign(
             detections.id_probs, state.frame_idx, first_frame, scores=detections.scores
         )
