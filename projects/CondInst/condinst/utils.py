@@ -22,8 +22,12 @@ def compute_locations(height: int, width: int, stride: int, device=None) -> torc
 
 def aligned_bilinear(tensor: torch.Tensor, factor: int) -> torch.Tensor:
     """
-    Bilinear upsampling by an integer ``factor`` that keeps ``compute_locations`` aligned: input
-    cell i (centre at ``i * s + s // 2``) lands on output cell ``i * factor + factor // 2``.
+    Bilinear upsampling by an integer ``factor`` that keeps ``compute_locations`` aligned: cell i
+    of stride s covers pixels [i * s, (i + 1) * s) and its value sits at the centre
+    ``i * s + s / 2``, so a map that is linear in the cell centres stays linear in the output
+    pixel centres (``k + 0.5`` at stride 1); chaining (8 -> 4 -> 1) keeps the alignment.
+    (AdelaiDet's corner-padded version shifts by ``factor // 2`` output cells per call, which
+    does not compose.) Borders are clamped.
 
     Args:
         tensor: (N, C, H, W).
@@ -35,8 +39,4 @@ def aligned_bilinear(tensor: torch.Tensor, factor: int) -> torch.Tensor:
     if factor == 1:
         return tensor
     h, w = tensor.shape[2:]
-    tensor = F.pad(tensor, pad=(0, 1, 0, 1), mode="replicate")
-    oh, ow = factor * h + 1, factor * w + 1
-    tensor = F.interpolate(tensor, size=(oh, ow), mode="bilinear", align_corners=True)
-    tensor = F.pad(tensor, pad=(factor // 2, 0, factor // 2, 0), mode="replicate")
-    return tensor[:, :, : oh - 1, : ow - 1]
+    return F.interpolate(tensor, size=(h * factor, w * factor), mode="bilinear", align_corners=False)
