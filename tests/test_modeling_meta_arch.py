@@ -145,3 +145,37 @@ def test_dense_decoder_without_its_loss_is_a_config_error():
     cfg.MODEL.IAI.DENSE_ID.LOSS_WEIGHT = 0.0
     with pytest.raises(ValueError, match="DENSE_ID.LOSS_WEIGHT > 0"):
         build_model(cfg)
+
+
+def test_teacher_forced_targets_follow_the_memory_and_accuracy_counts_seen_instances(model, monkeypatch):
+    from iai_d2.evaluation.id_accuracy import id_head_accuracy
+    from iai_d2.inference.relabel import as_rles
+
+    model.eval()
+    N = model.num_ids
+    clip = make_clip(1, [[0], [0], [0, 1], [1]])
+    state = model.new_video_state()
+    targets = []
+    for image, inst in zip(clip["image"], clip["instances"]):
+        probs, target = model.teacher_forced_frame(state, image, inst.gt_masks.tensor, inst.gt_ids)
+        assert probs.shape == (len(inst), N + 1)
+        targets.append(target.tolist())
+    # Frame 0: nothing held; then slot 0 is held; slot 1 is new at frame 2, held at frame 3.
+    assert targets == [[N - 1], [0], [0, N - 1], [1]]
+
+    # A decoder that always answers the right slot is 100% accurate on the seen instances only.
+    answer = {}
+    real_tf = model.teacher_forced_frame
+
+    def teacher_forced_frame(state, image, masks, slots):
+        probs, target = real_tf(state, image, masks, slots)
+        answer["target"] = target
+        return torch.nn.functional.one_hot(target, N + 1).float(), target
+
+    monkeypatch.setattr(model, "teacher_forced_frame", teacher_forced_frame)
+    gt = [{k: as_rles(m[None].numpy())[0] for k, m in zip(inst.gt_ids.tolist(), inst.gt_masks.tensor)}
+          for inst in clip["instances"]]
+    video = {"video_id": 1, "length": 4, "height": 96, "width": 128, "frames": clip["image"]}
+    result = id_head_accuracy(model, [video], {1: gt}, 0.5)
+    assert result["teacher_forced"]["seen"] == 3 and result["teacher_forced"]["accuracy"] == 1.0
+    assert result["teacher_forced"]["prior"] == 2 / 3

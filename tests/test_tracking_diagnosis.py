@@ -152,8 +152,14 @@ def test_analyze_tracking_tool_on_the_overfit_model(
     assert oracle["id_switches"] == 0 and oracle["swap"] == 0 and oracle["new"] == 0
     if result["gt_tracks"]:
         assert oracle["fragmentation"] == 1.0
+    assert list(result["id_head"]) == ["teacher_forced", "inference"]
+    assert result["id_head"]["teacher_forced"]["seen"] > 0
+    for mode, row in result["id_head"].items():
+        if row["seen"]:
+            assert 0.0 <= row["prior"] <= 1.0 and 0.0 <= row["accuracy"] <= 1.0, (mode, row)
+            assert abs(row["accuracy"] + row["answered_new"] + row["answered_other"] - 1.0) < 1e-9
     table = (out / "diagnosis.md").read_text()
-    for name in ("model IDs", "IoU-linked", "oracle", "id_switches", "fragmentation"):
+    for name in ("model IDs", "IoU-linked", "oracle", "id_switches", "fragmentation", "teacher-forced memory"):
         assert name in table and name in proc.stdout
 
 

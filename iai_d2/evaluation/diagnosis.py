@@ -37,8 +37,17 @@ from ..inference.relabel import (
 from ..inference.tracks import VideoTrackAggregator
 from ..utils import atomic_write
 from .evaluator import YTVISEvaluator
+from .id_accuracy import MODES, id_head_accuracy
 
-__all__ = ["LABELLINGS", "VideoDetections", "diagnose", "diagnosis_table", "run_video", "video_predictions"]
+__all__ = [
+    "LABELLINGS",
+    "VideoDetections",
+    "diagnose",
+    "diagnosis_table",
+    "id_head_table",
+    "run_video",
+    "video_predictions",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +154,9 @@ def diagnose(
     Returns:
         dict: dataset, videos, gt_tracks (matched at least once), thresholds, and ``rows``:
         {labelling: {AP, AP50, AP75, AR1, AR10, id_switches, fragmentation (mean distinct ids
-        per matched GT track), kept, swap, new}} for labellings model, iou_link, oracle.
+        per matched GT track), kept, swap, new}} for labellings model, iou_link, oracle; and, for
+        a model with ``teacher_forced_frame`` (IAI), ``id_head``: the ID head accuracy on seen GT
+        instances with teacher-forced and with inference memory (:mod:`.id_accuracy`).
     """
     dataset_name = dataset_name or cfg.DATASETS.TEST[0]
     records = {r["video_id"]: r for r in get_video_dataset_dicts(dataset_name, filter_empty=False)}
@@ -192,6 +203,10 @@ def diagnose(
         "gt_iou_thresh": gt_iou_thresh,
         "rows": rows,
     }
+    if hasattr(model, "teacher_forced_frame"):
+        with inference_context(model), torch.no_grad():
+            test_videos = (video for batch in build_video_test_loader(cfg, dataset_name) for video in batch)
+            result["id_head"] = id_head_accuracy(model, test_videos, gt_frames, gt_iou_thresh)
     if output_dir:
         text = json.dumps(result, indent=2)
         table = diagnosis_table(result) + "\n"
@@ -213,4 +228,21 @@ def diagnosis_table(result: Dict) -> str:
         f"{result['link_iou_thresh']}. fragmentation = mean distinct ids per matched GT track; "
         "kept / swap / new = detections continuing a GT track matched in the previous frame that "
         "keep its id / take another existing id / start a new id."
+    ) + (("\n\n" + id_head_table(result["id_head"])) if "id_head" in result else "")
+
+
+def id_head_table(id_head: Dict) -> str:
+    """Markdown table of :func:`~iai_d2.evaluation.id_accuracy.id_head_accuracy` and a legend."""
+    rows = [
+        [MODES[mode], r["seen"]] + [f"{100 * r[c]:.1f}" for c in ("accuracy", "prior", "answered_new", "answered_other")]
+        for mode, r in id_head.items()
+    ]
+    table = tabulate(
+        rows, headers=["ID head on seen GT instances", "seen", "accuracy %", "slot prior %", "answered new %",
+                       "answered other slot %"], tablefmt="pipe"
+    )
+    return (
+        f"{table}\n\nseen = GT instances whose identity the memory holds (teacher forced: GT masks "
+        "written under first-appearance slots; inference: the model's own detections and IDs); "
+        "slot prior = always answering the most frequent correct slot."
     )

@@ -127,6 +127,11 @@ class IDAssigner:
         self._last_frame = None
 
     @property
+    def slot_tracks(self) -> Dict[int, int]:
+        """Live slot -> track id (a copy)."""
+        return dict(self._slot_track)
+
+    @property
     def num_tracks(self) -> int:
         """Number of tracks started since the last reset."""
         return self._next_track_id

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess
-from detectron2.structures import ImageList, Instances
+from detectron2.structures import BitMasks, ImageList, Instances
 
 from ..inference.id_assignment import IDAssigner, remove_overlaps
 from ..inference.tracks import track_video
@@ -37,6 +37,9 @@ class VideoState:
     memory: object  # AssociationMemory of the backbone
     assigner: IDAssigner
     frame_idx: int = 0
+    # The last frame's ID-decoder inputs (see IAIRCNN._associate_frame), kept for the diagnosis
+    # (IAIRCNN.identify) until the next frame.
+    last_frame: Optional[Dict] = None
 
 
 @META_ARCH_REGISTRY.register()
@@ -290,12 +293,9 @@ class IAIRCNN(GeneralizedRCNN):
             pred_masks (M, height, width) bool, and ID (M,) stable track identities.
         """
         first_frame = state.frame_idx == 0
-        images = self.preprocess_image([{"image": image}])
+        frame = self._associate_frame(state, image)
+        images, features = frame["images"], frame["features"]
         padded_size = tuple(images.tensor.shape[-2:])
-        bottom_up = self.backbone.bottom_up(images.tensor)
-        associated = self.backbone.associate(bottom_up, state.memory)
-        hab = associated.pop("association")
-        features = self.backbone.top_down(associated)
         proposals, _ = self.proposal_generator(images, features, None)
         detections = self.roi_heads.inference_frame(features, proposals, first_frame)[0]
         detections = detector_postprocess(detections, height, width, self.mask_threshold)
@@ -306,7 +306,7 @@ class IAIRCNN(GeneralizedRCNN):
         input_size = images.image_sizes[0]
         input_masks = F.interpolate(masks[:, None].float(), size=input_size, mode="nearest")[:, 0] > 0.5
         if self.id_decoder == "dense":
-            logits = self._dense_id_logits(hab, bottom_up)
+            logits = self._dense_id_logits(frame["association"], frame["bottom_up"])
             detections.id_probs = self.dense_id_head.detection_probs(logits, input_masks)
         assignment = state.assigner.assign(
             detections.id_probs, state.frame_idx, first_frame, scores=detections.scores
@@ -322,6 +322,79 @@ class IAIRCNN(GeneralizedRCNN):
         self.backbone.remember(state.memory, id_mask, new_ids=self.new_id_trigger and assignment.new_ids)
         state.frame_idx += 1
         return detections
+
+    def _associate_frame(self, state: VideoState, image: torch.Tensor) -> Dict:
+        """
+        Backbone + association of the next frame of a video against ``state.memory`` (which then
+        waits for the frame's ID mask: ``backbone.remember``). Returns (and keeps in
+        ``state.last_frame``) a dict with ``images`` (ImageList of one frame), ``bottom_up``,
+        ``association`` (the HAB output (1, C, h, w)) and ``features`` (the FPN features).
+        """
+        images = self.preprocess_image([{"image": image}])
+        bottom_up = self.backbone.bottom_up(images.tensor)
+        associated = self.backbone.associate(bottom_up, state.memory)
+        hab = associated.pop("association")
+        state.last_frame = {
+            "images": images,
+            "bottom_up": bottom_up,
+            "association": hab,
+            "features": self.backbone.top_down(associated),
+        }
+        return state.last_frame
+
+    @torch.no_grad()
+    def identify(self, state: VideoState, masks: torch.Tensor) -> torch.Tensor:
+        """
+        ID probabilities the ID decoder gives to arbitrary instances (e.g. GT instances) of the
+        frame processed last, against the memory as it was before that frame: the dense decoder
+        averages its map inside each mask, the ROI ID head classifies each mask's box.
+
+        Args:
+            masks: (K, H, W) bool at the network input size of that frame (unpadded).
+        Returns:
+            (K, N+1) probabilities (slots, "new", background).
+        """
+        frame = state.last_frame
+        if frame is None:
+            raise RuntimeError("identify() needs a processed frame (inference_frame / teacher_forced_frame)")
+        masks = masks.to(self.device)
+        if self.id_decoder == "dense":
+            logits = self._dense_id_logits(frame["association"], frame["bottom_up"])
+            return self.dense_id_head.detection_probs(logits, masks)
+        proposals = Instances(frame["images"].image_sizes[0])
+        proposals.proposal_boxes = BitMasks(masks).get_bounding_boxes().to(self.device)
+        _, id_logits = self.roi_heads._box_and_id_predictions(frame["features"], [proposals])
+        return self.roi_heads.id_probabilities(id_logits)
+
+    @torch.no_grad()
+    def teacher_forced_frame(self, state: VideoState, image: torch.Tensor, masks: torch.Tensor, slots: torch.Tensor):
+        """
+        One frame with a teacher-forced memory: the ID decoder classifies the given (GT)
+        instances, then the memory is written with them under the given slots, as in training
+        (no perturbation) and with the same insert policy.
+
+        Args:
+            image: (3, h, w) frame in the model's input format, already resized.
+            masks: (K, h, w) bool instance masks at that size.
+            slots: (K,) long memory slots (0 .. N-2) of the instances.
+        Returns:
+            id_probs (K, N+1) (see :meth:`identify`) and targets (K,): the slot where the memory
+            held it before this frame, else N-1 ("new"), as the training targets.
+        """
+        first_frame = state.memory.is_empty
+        frame = self._associate_frame(state, image)
+        held = None if first_frame else state.memory.held_slots(self.num_ids - 1)[0]
+        id_probs = self.identify(state, masks)
+        if held is None:
+            targets = torch.full_like(slots, self.num_ids - 1)
+        else:
+            targets = id_targets(slots, held, self.num_ids)
+        padded_size = tuple(frame["images"].tensor.shape[-2:])
+        id_mask = build_id_mask([masks.to(self.device)], [slots.to(self.device)], self.num_ids, padded_size)
+        births = bool((targets == self.num_ids - 1).any())
+        self.backbone.remember(state.memory, id_mask, new_ids=self.new_id_trigger and births)
+        state.frame_idx += 1
+        return id_probs, targets
 
     def inference_video(self, video: Dict) -> Dict:
         """

@@ -1,0 +1,122 @@
+"""
+ID-head accuracy on GT instances: does the ID decoder name the right memory slot, with the memory
+training uses (teacher forced: GT masks under first-appearance slots) and with the memory inference
+writes (the model's own detections and IDs)? The gap between the two is what the train / test
+memory mismatch costs; the slot prior (always answering the most frequent correct slot) is the
+accuracy of a decoder that ignores the memory.
+
+Only "seen" instances count: GT instances whose identity the memory holds. Teacher forced: the
+training target is a slot (not "new"). Inference memory: the GT track was matched (mask IoU >= the
+GT threshold) to a detection in an earlier frame, and that detection's track still owns a slot the
+memory holds. An answer is the argmax over the N identity columns (background excluded, as in the
+Hungarian assignment).
+
+A model qualifies if it has ``new_video_state``, ``inference_frame``, ``identify`` and
+``teacher_forced_frame`` (:class:`~iai_d2.modeling.IAIRCNN`).
+"""
+from collections import Counter, OrderedDict
+from typing import Dict, List
+
+import numpy as np
+import pycocotools.mask as mask_util
+import torch
+import torch.nn.functional as F
+
+from ..inference.relabel import as_rles
+
+__all__ = ["MODES", "id_head_accuracy", "video_id_answers"]
+
+# mode key -> table row name
+MODES = OrderedDict([("teacher_forced", "teacher-forced memory (GT)"), ("inference", "inference memory")])
+
+
+def _input_masks(rles: List[dict], size) -> torch.Tensor:
+    """(K, h, w) bool masks of K RLEs resized (nearest) to the network input size."""
+    if not rles:
+        return torch.zeros((0, *size), dtype=torch.bool)
+    masks = torch.from_numpy(mask_util.decode(rles)).permute(2, 0, 1).float()
+    return F.interpolate(masks[:, None], size=tuple(size), mode="nearest")[:, 0] > 0.5
+
+
+def video_id_answers(model, video: Dict, gt_frames: List[Dict[int, dict]], gt_iou_thresh: float) -> Dict:
+    """
+    Run one video twice (teacher-forced and inference memory) and collect, per mode, the
+    (target slot, answered column) pairs of its seen GT instances.
+
+    Args:
+        video: a test record (``frames``, ``length``, ``height``, ``width``).
+        gt_frames: per frame {GT track id: RLE at the original size}.
+    Returns:
+        {mode: list of (target, answer)}.
+    """
+    num_ids = model.num_ids
+    answers = {mode: [] for mode in MODES}
+
+    # Teacher forced: slots in order of first appearance, as training and inference allocate them.
+    state = model.new_video_state()
+    slot_of = {}
+    for t in range(video["length"]):
+        image = video["frames"][t]
+        for track in gt_frames[t]:
+            if track not in slot_of and len(slot_of) < num_ids - 1:
+                slot_of[track] = len(slot_of)
+        tracks = [k for k in gt_frames[t] if k in slot_of]
+        masks = _input_masks([gt_frames[t][k] for k in tracks], image.shape[-2:])
+        slots = torch.as_tensor([slot_of[k] for k in tracks], dtype=torch.long)
+        probs, targets = model.teacher_forced_frame(state, image, masks, slots)
+        picks = probs[:, :num_ids].argmax(1).tolist()
+        answers["teacher_forced"] += [(y, a) for y, a in zip(targets.tolist(), picks) if y < num_ids - 1]
+
+    # Inference memory: the model's own detections and IDs are written; GT instances are probed.
+    state = model.new_video_state()
+    track_of = {}  # GT track -> model track id it was last matched to
+    h, w = video["height"], video["width"]
+    for t in range(video["length"]):
+        image = video["frames"][t]
+        slot_of_track = {track: slot for slot, track in state.assigner.slot_tracks.items()}
+        held = None if state.memory.is_empty else state.memory.held_slots(num_ids - 1)[0].tolist()
+        out = model.inference_frame(state, image, h, w)
+        gts = list(gt_frames[t])
+        if held is not None and gts:
+            probs = model.identify(state, _input_masks([gt_frames[t][k] for k in gts], image.shape[-2:]))
+            picks = probs[:, :num_ids].argmax(1).tolist()
+            for k, answer in zip(gts, picks):
+                slot = slot_of_track.get(track_of.get(k, -1), -1)
+                if slot >= 0 and held[slot]:
+                    answers["inference"].append((slot, answer))
+        det_rles = as_rles(out.pred_masks.cpu().numpy())
+        if gts and det_rles:
+            ious = mask_util.iou(det_rles, [gt_frames[t][k] for k in gts], [0] * len(gts))
+            for g, k in enumerate(gts):
+                d = int(np.argmax(ious[:, g]))
+                if ious[d, g] >= gt_iou_thresh:
+                    track_of[k] = int(out.ID[d])
+    return answers
+
+
+def id_head_accuracy(model, videos, gt_frames: Dict[int, List[Dict[int, dict]]], gt_iou_thresh: float) -> Dict:
+    """
+    Args:
+        videos: iterable of test records; gt_frames: video id -> per-frame {track: RLE}.
+    Returns:
+        {mode: {seen, accuracy, prior, answered_new, answered_other}} (fractions of ``seen``;
+        NaN when nothing was seen). ``prior``: the share of the most frequent target slot.
+    """
+    pairs = {mode: [] for mode in MODES}
+    for video in videos:
+        for mode, got in video_id_answers(model, video, gt_frames[video["video_id"]], gt_iou_thresh).items():
+            pairs[mode] += got
+    new_column = model.num_ids - 1
+    result = OrderedDict()
+    for mode, got in pairs.items():
+        n = len(got)
+        frac = (lambda c: c / n) if n else (lambda c: float("nan"))
+        prior = Counter(y for y, _ in got).most_common(1)[0][1] if n else 0
+        result[mode] = OrderedDict(
+            seen=n,
+            accuracy=frac(sum(y == a for y, a in got)),
+            prior=frac(prior),
+            answered_new=frac(sum(a == new_column for _, a in got)),
+            answered_other=frac(sum(a != y and a != new_column for y, a in got)),
+        )
+    return result
