@@ -1,6 +1,16 @@
-"""IAI modeling: importing this module registers the backbone, ROI heads and meta-architecture."""
-from .backbone import IAIFPN, build_iai_resnet_fpn_backbone
-from .meta_arch import IAIRCNN, VideoState
+"""IAI modeling: importing this module registers the backbones, ROI heads and meta-architecture."""
+from .backbone import IAIFPN, build_iai_resnet_fpn_backbone, build_iai_retinanet_resnet_fpn_backbone
+from .meta_arch import IAIRCNN
 from .roi_heads import IAIROIHeads
+from .video_model import IAIVideoModel, VideoState, video_config
 
-__all__ = ["IAIFPN", "build_iai_resnet_fpn_backbone", "IAIRCNN", "VideoState", "IAIROIHeads"]
+__all__ = [
+    "IAIFPN",
+    "build_iai_resnet_fpn_backbone",
+    "build_iai_retinanet_resnet_fpn_backbone",
+    "IAIRCNN",
+    "IAIVideoModel",
+    "VideoState",
+    "video_config",
+    "IAIROIHeads",
+]

@@ -18,14 +18,19 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
-from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
+from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
 from .association import HybridAssociationBlock, tokens_to_map
 from .identification import IDBank
 from .memory import AssociationMemory
 
-__all__ = ["IAIAssociation", "IAIFPN", "build_iai_resnet_fpn_backbone"]
+__all__ = [
+    "IAIAssociation",
+    "IAIFPN",
+    "build_iai_resnet_fpn_backbone",
+    "build_iai_retinanet_resnet_fpn_backbone",
+]
 
 
 class IAIAssociation(nn.Module):
@@ -231,9 +236,11 @@ class IAIFPN(FPN):
         return self.top_down(self.associate(self.bottom_up(x), self.new_memory()))
 
 
-@BACKBONE_REGISTRY.register()
-def build_iai_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
-    """ResNet + IAIFPN (FPN with the association path on ASSOCIATION.IN_FEATURE, P6 by max-pooling)."""
+def _build_iai_fpn(cfg, input_shape: ShapeSpec, top_block_fn) -> IAIFPN:
+    """
+    ResNet + IAIFPN with the association path on MODEL.IAI.ASSOCIATION.IN_FEATURE;
+    ``top_block_fn(bottom_up)`` builds the FPN top block.
+    """
     bottom_up = build_resnet_backbone(cfg, input_shape)
     name = cfg.MODEL.IAI.ASSOCIATION.IN_FEATURE
     if name not in bottom_up.output_shape():
@@ -249,8 +256,30 @@ def build_iai_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
         association=association,
         association_feature=name,
         norm=cfg.MODEL.FPN.NORM,
-        top_block=LastLevelMaxPool(),
+        top_block=top_block_fn(bottom_up),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
         global_interval=cfg.MODEL.IAI.MEMORY.GLOBAL_INTERVAL,
         max_global=cfg.MODEL.IAI.MEMORY.MAX_GLOBAL,
+    )
+
+
+@BACKBONE_REGISTRY.register()
+def build_iai_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """ResNet + IAIFPN (FPN with the association path on ASSOCIATION.IN_FEATURE, P6 by max-pooling)."""
+    return _build_iai_fpn(cfg, input_shape, lambda bottom_up: LastLevelMaxPool())
+
+
+@BACKBONE_REGISTRY.register()
+def build_iai_retinanet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """
+    ResNet + IAIFPN with RetinaNet's P6/P7 top block (two stride-2 3x3 convs on res5, as
+    Detectron2's ``build_retinanet_resnet_fpn_backbone``): the P3-P7 backbone of FCOS / CondInst.
+    res5 is the top block's input whether or not it is the association level (the fused res5 when
+    it is).
+    """
+    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    return _build_iai_fpn(
+        cfg,
+        input_shape,
+        lambda bottom_up: LastLevelP6P7(bottom_up.output_shape()["res5"].channels, out_channels),
     )

@@ -1,27 +1,15 @@
 """IAIRCNN: Mask R-CNN turned into an online video instance segmenter (Instance As Identity)."""
 
 import logging
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import BitMasks, ImageList, Instances
 
-from ..inference.id_assignment import IDAssigner, remove_overlaps
-from ..inference.tracks import track_video
-from .dense_id import DenseIDHead
-from .identification import (
-    build_id_mask,
-    first_appearance_slots,
-    id_targets,
-    paint_id_labels,
-    perturb_masks,
-)
+from .video_model import IAIVideoModel, VideoState, video_config
 
 __all__ = ["IAIRCNN", "VideoState"]
 
@@ -30,32 +18,21 @@ logger = logging.getLogger(__name__)
 _ID_DECODERS = ("roi", "dense")
 
 
-@dataclass
-class VideoState:
-    """Everything IAI carries from one frame of a video to the next at inference."""
-
-    memory: object  # AssociationMemory of the backbone
-    assigner: IDAssigner
-    frame_idx: int = 0
-    # The last frame's ID-decoder inputs (see IAIRCNN._associate_frame), kept for the diagnosis
-    # (IAIRCNN.identify) until the next frame.
-    last_frame: Optional[Dict] = None
-
-
 @META_ARCH_REGISTRY.register()
-class IAIRCNN(GeneralizedRCNN):
+class IAIRCNN(IAIVideoModel, GeneralizedRCNN):
     """
     Mask R-CNN whose backbone (:class:`IAIFPN`) fuses one level (res5 or res4) with an association
     memory, and whose ID decoder (the ROI ID predictor of :class:`IAIROIHeads`, or the dense
     :class:`DenseIDHead` on the association output) gives every detection an identity among N ID
     channels.
 
-    Training input: a list of clips (see ``YTVISClipDatasetMapper``); the backbone runs once on all
-    B*T frames, then frames are processed in order with the memory written from GT masks (dropped
-    and shifted as MEMORY.TRAIN_* say). The B clips share one memory schedule: a birth in any clip
-    adds that frame to the global memory of all B (inference runs one video at a time).
-    Test input: a list of videos with lazily decoded ``frames``; frames run one at a time.
+    The video logic (clip training, memory, ID targets, dense ID decoder, per-frame inference,
+    identify / teacher_forced_frame, video inference) is :class:`IAIVideoModel`'s, shared with
+    other detectors; this class supplies the Mask R-CNN detector hooks (RPN + IAIROIHeads) and
+    the ROI ID decoder ("roi").
     """
+
+    ID_DECODERS = _ID_DECODERS
 
     @configurable
     def __init__(
@@ -67,7 +44,7 @@ class IAIRCNN(GeneralizedRCNN):
         random_slots: bool,
         memory_drop_prob: float,
         memory_jitter: int,
-        dense_id_head: Optional[DenseIDHead],
+        dense_id_head,
         dense_id_loss_weight: float,
         id_decoder: str,
         dense_id_skip: str = "",
@@ -82,327 +59,56 @@ class IAIRCNN(GeneralizedRCNN):
         **kwargs,
     ):
         """
-        Args:
-            num_ids: N, the number of ID channels (N-1 = "new", N = background).
-            num_classes: number of foreground categories.
-            new_id_trigger: a frame with a birth (a GT instance new to the memory in training, a
-                new track at inference) joins the global memory; one policy for both.
-            random_slots: in training, give a clip's tracks distinct random slots instead of
-                slots in order of first appearance (the order inference allocates them in).
-            memory_drop_prob, memory_jitter: in training, write GT masks into the memory the way
-                inference writes predictions: instances dropped with this probability and
-                shifted by up to this many pixels.
-            dense_id_head: the dense ID decoder on the HAB output, or None.
-            dense_id_loss_weight: weight of its pixel-wise ID loss ``loss_id_dense``.
-            dense_id_skip: the bottom-up level the dense decoder fuses ("" for none).
-            id_decoder: "roi" (the ROI ID head's probabilities decide identities, the paper) or
-                "dense" (the dense decoder's probabilities averaged inside each mask).
-            on_full, recycle_after: what to do with new instances when all slots are taken.
-            birth_score: a detection must score at least this to start a track.
-            min_mask_keep: drop a detection keeping less than this fraction of its mask after
-                de-overlapping.
-            mask_threshold: binarisation threshold of mask probabilities.
-            video_topk, video_score_thresh: video-level (track, class) selection.
-            progress_bar: show a per-frame progress bar during video inference.
-            kwargs: arguments of :class:`GeneralizedRCNN`.
+        Args: see :meth:`IAIVideoModel._setup_video`; ``id_decoder`` "roi" (the ROI ID head's
+        probabilities decide identities, the paper) or "dense"; kwargs: arguments of
+        :class:`GeneralizedRCNN`.
         """
         super().__init__(**kwargs)
-        if id_decoder not in _ID_DECODERS:
-            raise ValueError(f"MODEL.IAI.ID_DECODER must be one of {_ID_DECODERS}, got {id_decoder!r}")
-        if id_decoder == "dense" and (dense_id_head is None or dense_id_loss_weight <= 0):
-            raise ValueError(
-                "MODEL.IAI.ID_DECODER 'dense' decides identities with the dense ID head, which only "
-                f"the dense ID loss trains: set MODEL.IAI.DENSE_ID.LOSS_WEIGHT > 0 (got {dense_id_loss_weight})"
-            )
-        self.num_ids = num_ids
-        self.num_classes = num_classes
-        self.new_id_trigger = new_id_trigger
-        self.random_slots = random_slots
-        self.memory_drop_prob = memory_drop_prob
-        self.memory_jitter = memory_jitter
-        self.dense_id_head = dense_id_head
-        self.dense_id_loss_weight = dense_id_loss_weight
-        self.dense_id_skip = dense_id_skip
-        self.id_decoder = id_decoder
-        self.on_full = on_full
-        self.recycle_after = recycle_after
-        self.birth_score = birth_score
-        self.min_mask_keep = min_mask_keep
-        self.mask_threshold = mask_threshold
-        self.video_topk = video_topk
-        self.video_score_thresh = video_score_thresh
-        self.progress_bar = progress_bar
+        self._setup_video(
+            num_ids=num_ids,
+            num_classes=num_classes,
+            new_id_trigger=new_id_trigger,
+            random_slots=random_slots,
+            memory_drop_prob=memory_drop_prob,
+            memory_jitter=memory_jitter,
+            dense_id_head=dense_id_head,
+            dense_id_loss_weight=dense_id_loss_weight,
+            id_decoder=id_decoder,
+            dense_id_skip=dense_id_skip,
+            on_full=on_full,
+            recycle_after=recycle_after,
+            birth_score=birth_score,
+            min_mask_keep=min_mask_keep,
+            mask_threshold=mask_threshold,
+            video_topk=video_topk,
+            video_score_thresh=video_score_thresh,
+            progress_bar=progress_bar,
+        )
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        iai = cfg.MODEL.IAI
-        inf = iai.INFERENCE
-        use_dense = iai.ID_DECODER == "dense" or iai.DENSE_ID.LOSS_WEIGHT > 0
-        stride = ret["backbone"].association.id_bank.stride
-        skip = iai.DENSE_ID.SKIP_FEATURE
-        skip_channels = None
-        if use_dense and skip:
-            shapes = ret["backbone"].bottom_up.output_shape()
-            if skip not in shapes or shapes[skip].stride * 2 != stride:
-                raise ValueError(
-                    f"MODEL.IAI.DENSE_ID.SKIP_FEATURE={skip!r} must be a backbone output at half the "
-                    f"association stride {stride}; backbone outputs: "
-                    + ", ".join(f"{k} (stride {v.stride})" for k, v in shapes.items())
-                )
-            skip_channels = shapes[skip].channels
-        ret.update(
-            num_ids=iai.NUM_IDS,
-            num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-            new_id_trigger=iai.MEMORY.NEW_ID_TRIGGER,
-            random_slots=iai.RANDOM_SLOTS,
-            memory_drop_prob=iai.MEMORY.TRAIN_DROP_PROB,
-            memory_jitter=iai.MEMORY.TRAIN_JITTER,
-            dense_id_head=DenseIDHead(cfg, stride=stride, skip_channels=skip_channels) if use_dense else None,
-            dense_id_skip=skip if use_dense else "",
-            dense_id_loss_weight=iai.DENSE_ID.LOSS_WEIGHT,
-            id_decoder=iai.ID_DECODER,
-            on_full=iai.ON_FULL,
-            recycle_after=iai.RECYCLE_AFTER,
-            birth_score=inf.BIRTH_SCORE_THRESH,
-            min_mask_keep=inf.MIN_MASK_KEEP,
-            mask_threshold=inf.MASK_THRESH,
-            video_topk=inf.VIDEO_TOPK,
-            video_score_thresh=inf.VIDEO_SCORE_THRESH,
-            progress_bar=cfg.TEST.PROGRESS_BAR,
-        )
+        ret.update(video_config(cfg, ret["backbone"], cfg.MODEL.ROI_HEADS.NUM_CLASSES))
         return ret
 
-    def forward(self, batched_inputs: List[Dict]):
-        if not self.training:
-            return [self.inference_video(video) for video in batched_inputs]
-        return self.forward_clips(batched_inputs)
+    # ------------------------------------------------------------------ detector hooks
+    def _frame_detector_losses(
+        self, images: ImageList, features: Dict[str, torch.Tensor], targets: List[Instances]
+    ) -> Dict[str, torch.Tensor]:
+        proposals, proposal_losses = self.proposal_generator(images, features, targets)
+        _, detector_losses = self.roi_heads(images, features, proposals, targets)
+        return {**proposal_losses, **detector_losses}
 
-    # ------------------------------------------------------------------ training
-    def forward_clips(self, clips: List[Dict]) -> Dict[str, torch.Tensor]:
-        """
-        Args:
-            clips: B clip dicts, each with ``image`` (T tensors (3, h, w)) and ``instances``
-                (T Instances with gt_boxes, gt_classes, gt_masks, gt_ids = track index in the clip).
-        Returns:
-            dict of losses, each the mean over the T frames.
-
-        ID targets follow what the memory holds: an instance is "new" (N-1) unless its slot is
-        painted in a stored frame, exactly as at inference.
-        """
-        num_frames = len(clips[0]["image"])
-        if any(len(c["image"]) != num_frames for c in clips):
-            raise ValueError("All clips of a batch must have the same number of frames.")
-        batch = len(clips)
-        # Frame-major order: [f0 of every clip, f1 of every clip, ...].
-        frames = [{"image": c["image"][t]} for t in range(num_frames) for c in clips]
-        images = self.preprocess_image(frames)
-        padded_size = tuple(images.tensor.shape[-2:])
-        gt = [[self._move_to_current_device(c["instances"][t]) for c in clips] for t in range(num_frames)]
-        # slots[b][t]: memory slot of every instance of clip b in frame t.
-        slots = [
-            self._clip_slots(c, [gt[t][b].gt_ids for t in range(num_frames)]) for b, c in enumerate(clips)
-        ]
-
-        bottom_up = self.backbone.bottom_up(images.tensor)
-        memory = self.backbone.new_memory()
-        losses = defaultdict(list)
-        for t in range(num_frames):
-            sl = slice(t * batch, (t + 1) * batch)
-            frame_images = ImageList(images.tensor[sl], images.image_sizes[sl])
-            associated = self.backbone.associate({k: v[sl] for k, v in bottom_up.items()}, memory)
-            hab = associated.pop("association")
-            features = self.backbone.top_down(associated)
-            held = memory.held_slots(self.num_ids - 1)
-            targets = []
-            for b in range(batch):
-                target = Instances(gt[t][b].image_size, **gt[t][b].get_fields())
-                if memory.is_empty:
-                    target.gt_ids = torch.full_like(slots[b][t], self.num_ids - 1)
-                else:
-                    target.gt_ids = id_targets(slots[b][t], held[b], self.num_ids)
-                targets.append(target)
-            proposals, proposal_losses = self.proposal_generator(frame_images, features, targets)
-            _, detector_losses = self.roi_heads(frame_images, features, proposals, targets)
-            for k, v in {**proposal_losses, **detector_losses}.items():
-                losses[k].append(v)
-            masks = [g.gt_masks.tensor for g in gt[t]]
-            if self.dense_id_head is not None and self.dense_id_loss_weight > 0:
-                labels = paint_id_labels(masks, [x.gt_ids for x in targets], self.num_ids, padded_size)
-                logits = self._dense_id_logits(hab, {k: v[sl] for k, v in bottom_up.items()})
-                loss = self.dense_id_head.loss(logits, labels)
-                losses["loss_id_dense"].append(loss * self.dense_id_loss_weight)
-
-            id_mask = build_id_mask(
-                [perturb_masks(m, self.memory_drop_prob, self.memory_jitter) for m in masks],
-                [slots[b][t] for b in range(batch)],
-                self.num_ids,
-                padded_size,
-            )
-            births = any(bool((x.gt_ids == self.num_ids - 1).any()) for x in targets)
-            self.backbone.remember(memory, id_mask, new_ids=self.new_id_trigger and births)
-        return {k: torch.stack(v).mean() for k, v in losses.items()}
-
-    def _dense_id_logits(self, hab: torch.Tensor, bottom_up: Dict[str, torch.Tensor]) -> torch.Tensor:
-        """Dense ID logits (B, N+1, h', w') from the HAB output and, with a skip level, its features."""
-        return self.dense_id_head(hab, bottom_up[self.dense_id_skip] if self.dense_id_skip else None)
-
-    def _clip_slots(self, clip: Dict, clip_tracks: List[torch.Tensor]) -> List[torch.Tensor]:
-        """
-        Memory slots of a clip's instances, per frame. ``clip_tracks`` are the mapper's ``gt_ids``
-        (index of each track in the clip). Slots are allocated in order of first appearance, as
-        inference allocates them (ties within a frame in random order); with ``random_slots``,
-        distinct random slots in 0..N-2 are drawn per clip.
-        """
-        num_tracks = len(set(torch.cat(clip_tracks).tolist())) if clip_tracks else 0
-        if num_tracks > self.num_ids - 1:
-            raise ValueError(
-                f"Video {clip.get('video_id')} (frames {clip.get('frame_indices')}): the clip has "
-                f"{num_tracks} instances but MODEL.IAI.NUM_IDS={self.num_ids} holds at most "
-                f"{self.num_ids - 1}. Increase MODEL.IAI.NUM_IDS."
-            )
-        slots = first_appearance_slots(clip_tracks, self.num_ids)
-        if not self.random_slots:
-            return slots
-        slot_perm = torch.randperm(self.num_ids - 1, device=self.device)
-        return [slot_perm[s] for s in slots]
-
-    # ------------------------------------------------------------------ inference
-    def new_video_state(self) -> VideoState:
-        """A fresh state for a new video (empty memory, no tracks)."""
-        return VideoState(
-            memory=self.backbone.new_memory(),
-            assigner=IDAssigner(
-                self.num_ids,
-                on_full=self.on_full,
-                recycle_after=self.recycle_after,
-                birth_score=self.birth_score,
-            ),
-        )
-
-    @torch.no_grad()
-    def inference_frame(self, state: VideoState, image: torch.Tensor, height: int, width: int) -> Instances:
-        """
-        Process the next frame of a video and update ``state``.
-
-        Args:
-            image: (3, h, w) frame in the model's input format, already resized.
-            height, width: output resolution (the original frame size).
-        Returns:
-            Instances at (height, width) with pred_boxes, scores, pred_classes, class_probs (M, K),
-            pred_masks (M, height, width) bool, and ID (M,) stable track identities.
-        """
-        first_frame = state.frame_idx == 0
-        frame = self._associate_frame(state, image)
-        images, features = frame["images"], frame["features"]
-        padded_size = tuple(images.tensor.shape[-2:])
+    def _frame_detections(
+        self, images: ImageList, features: Dict[str, torch.Tensor], first_frame: bool, height: int, width: int
+    ) -> Instances:
         proposals, _ = self.proposal_generator(images, features, None)
         detections = self.roi_heads.inference_frame(features, proposals, first_frame)[0]
-        detections = detector_postprocess(detections, height, width, self.mask_threshold)
+        return detector_postprocess(detections, height, width, self.mask_threshold)
 
-        keep, masks = remove_overlaps(detections.pred_masks, self.min_mask_keep)
-        detections = detections[keep]
-        detections.pred_masks = masks
-        input_size = images.image_sizes[0]
-        input_masks = F.interpolate(masks[:, None].float(), size=input_size, mode="nearest")[:, 0] > 0.5
-        if self.id_decoder == "dense":
-            logits = self._dense_id_logits(frame["association"], frame["bottom_up"])
-            detections.id_probs = self.dense_id_head.detection_probs(logits, input_masks)
-        assignment = state.assigner.assign(
-            detections.id_probs, state.frame_idx, first_frame, scores=detections.scores
-        )
-        slots = torch.as_tensor(assignment.slots, dtype=torch.long, device=self.device)
-        track_ids = torch.as_tensor(assignment.track_ids, dtype=torch.long, device=self.device)
-        valid = slots >= 0
-        detections = detections[valid]
-        detections.ID = track_ids[valid]
-
-        state.memory.forget_slots(assignment.recycled)
-        id_mask = build_id_mask([input_masks[valid]], [slots[valid]], self.num_ids, padded_size)
-        self.backbone.remember(state.memory, id_mask, new_ids=self.new_id_trigger and assignment.new_ids)
-        state.frame_idx += 1
-        return detections
-
-    def _associate_frame(self, state: VideoState, image: torch.Tensor) -> Dict:
-        """
-        Backbone + association of the next frame of a video against ``state.memory`` (which then
-        waits for the frame's ID mask: ``backbone.remember``). Returns (and keeps in
-        ``state.last_frame``) a dict with ``images`` (ImageList of one frame), ``bottom_up``,
-        ``association`` (the HAB output (1, C, h, w)) and ``features`` (the FPN features).
-        """
-        images = self.preprocess_image([{"image": image}])
-        bottom_up = self.backbone.bottom_up(images.tensor)
-        associated = self.backbone.associate(bottom_up, state.memory)
-        hab = associated.pop("association")
-        state.last_frame = {
-            "images": images,
-            "bottom_up": bottom_up,
-            "association": hab,
-            "features": self.backbone.top_down(associated),
-        }
-        return state.last_frame
-
-    @torch.no_grad()
-    def identify(self, state: VideoState, masks: torch.Tensor) -> torch.Tensor:
-        """
-        ID probabilities the ID decoder gives to arbitrary instances (e.g. GT instances) of the
-        frame processed last, against the memory as it was before that frame: the dense decoder
-        averages its map inside each mask, the ROI ID head classifies each mask's box.
-
-        Args:
-            masks: (K, H, W) bool at the network input size of that frame (unpadded).
-        Returns:
-            (K, N+1) probabilities (slots, "new", background).
-        """
-        frame = state.last_frame
-        if frame is None:
-            raise RuntimeError("identify() needs a processed frame (inference_frame / teacher_forced_frame)")
-        masks = masks.to(self.device)
-        if self.id_decoder == "dense":
-            logits = self._dense_id_logits(frame["association"], frame["bottom_up"])
-            return self.dense_id_head.detection_probs(logits, masks)
+    def _detector_id_probs(self, frame: Dict, masks: torch.Tensor) -> torch.Tensor:
+        """The ROI ID head classifies each mask's box."""
         proposals = Instances(frame["images"].image_sizes[0])
         proposals.proposal_boxes = BitMasks(masks).get_bounding_boxes().to(self.device)
         _, id_logits = self.roi_heads._box_and_id_predictions(frame["features"], [proposals])
         return self.roi_heads.id_probabilities(id_logits)
-
-    @torch.no_grad()
-    def teacher_forced_frame(self, state: VideoState, image: torch.Tensor, masks: torch.Tensor, slots: torch.Tensor):
-        """
-        One frame with a teacher-forced memory: the ID decoder classifies the given (GT)
-        instances, then the memory is written with them under the given slots, as in training
-        (no perturbation) and with the same insert policy.
-
-        Args:
-            image: (3, h, w) frame in the model's input format, already resized.
-            masks: (K, h, w) bool instance masks at that size.
-            slots: (K,) long memory slots (0 .. N-2) of the instances.
-        Returns:
-            id_probs (K, N+1) (see :meth:`identify`) and targets (K,): the slot where the memory
-            held it before this frame, else N-1 ("new"), as the training targets.
-        """
-        first_frame = state.memory.is_empty
-        frame = self._associate_frame(state, image)
-        held = None if first_frame else state.memory.held_slots(self.num_ids - 1)[0]
-        id_probs = self.identify(state, masks)
-        if held is None:
-            targets = torch.full_like(slots, self.num_ids - 1)
-        else:
-            targets = id_targets(slots, held, self.num_ids)
-        padded_size = tuple(frame["images"].tensor.shape[-2:])
-        id_mask = build_id_mask([masks.to(self.device)], [slots.to(self.device)], self.num_ids, padded_size)
-        births = bool((targets == self.num_ids - 1).any())
-        self.backbone.remember(state.memory, id_mask, new_ids=self.new_id_trigger and births)
-        state.frame_idx += 1
-        return id_probs, targets
-
-    def inference_video(self, video: Dict) -> Dict:
-        """
-        Args:
-            video: a test record with ``frames`` (lazy sequence of (3, h, w) tensors), ``video_id``,
-                ``length``, ``height``, ``width``.
-        Returns:
-            dict with video_id, length, height, width and ``predictions``: the video-level tracks
-            (score, contiguous category_id, per-frame RLE or None).
-        """
-        return track_video(self, video, self.video_topk, self.video_score_thresh, self.progress_bar)
