@@ -44,11 +44,13 @@ class FCOSHead(nn.Module):
     """
 
     def __init__(self, input_shape: List[ShapeSpec], num_classes: int, num_convs: int, norm: str,
-                 prior_prob: float, num_params: int):
+                 prior_prob: float, num_params: int, num_ids: int = 0):
         """
         Args:
             input_shape: one ShapeSpec per level (all with the same channels).
             num_params: parameters of one dynamic mask head (controller outputs).
+            num_ids: > 0 adds IAI's ID branch on the classification tower (the paper's "2Conv":
+                Conv3x3 + NORM + ReLU, then Conv3x3 to ``num_ids`` sigmoid logits: slots and "new").
         """
         super().__init__()
         channels = {s.channels for s in input_shape}
@@ -63,6 +65,10 @@ class FCOSHead(nn.Module):
         self.ctrness = nn.Conv2d(c, 1, 3, padding=1)
         self.controller = nn.Conv2d(c, num_params, 3, padding=1)
         self.scales = nn.ModuleList([Scale(1.0) for _ in input_shape])
+        self.num_ids = num_ids
+        if num_ids > 0:  # registered last: the other modules' initialisation is unchanged
+            self.id_tower = _tower(c, 1, norm)
+            self.id_logits = nn.Conv2d(c, num_ids, 3, padding=1)
 
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
@@ -70,6 +76,8 @@ class FCOSHead(nn.Module):
                 if module.bias is not None:
                     nn.init.constant_(module.bias, 0)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
+        if num_ids > 0:
+            nn.init.constant_(self.id_logits.bias, -math.log((1 - prior_prob) / prior_prob))
 
     def forward(self, features: List[torch.Tensor]):
         """
@@ -77,9 +85,10 @@ class FCOSHead(nn.Module):
             features: per level (N, C, Hl, Wl).
         Returns:
             four lists over levels: logits (N, K, Hl, Wl), bbox_reg (N, 4, Hl, Wl) >= 0 in
-            strides, ctrness logits (N, 1, Hl, Wl), params (N, P, Hl, Wl).
+            strides, ctrness logits (N, 1, Hl, Wl), params (N, P, Hl, Wl); with an ID branch a
+            fifth list, ID logits (N, num_ids, Hl, Wl).
         """
-        logits, bbox_reg, ctrness, params = [], [], [], []
+        logits, bbox_reg, ctrness, params, ids = [], [], [], [], []
         for level, feature in enumerate(features):
             cls_t = self.cls_tower(feature)
             box_t = self.bbox_tower(feature)
@@ -87,4 +96,8 @@ class FCOSHead(nn.Module):
             bbox_reg.append(F.relu(self.scales[level](self.bbox_pred(box_t))))
             ctrness.append(self.ctrness(box_t))
             params.append(self.controller(box_t))
+            if self.num_ids > 0:
+                ids.append(self.id_logits(self.id_tower(cls_t)))
+        if self.num_ids > 0:
+            return logits, bbox_reg, ctrness, params, ids
         return logits, bbox_reg, ctrness, params

@@ -54,7 +54,12 @@ class CondInst(nn.Module):
                  sizes_of_interest: List[float], center_sampling_radius: float, focal_alpha: float,
                  focal_gamma: float, max_proposals_per_image: int, mask_loss_weight: float,
                  score_thresh: float, pre_nms_topk: int, nms_thresh: float, detections_per_image: int,
-                 mask_threshold: float, pixel_mean, pixel_std):
+                 mask_threshold: float, pixel_mean, pixel_std, id_loss_weight: float = 1.0,
+                 id_focal_alpha: float = 0.25, id_focal_gamma: float = 2.0):
+        """
+        id_loss_weight, id_focal_alpha, id_focal_gamma: the sigmoid focal ID loss of the head's ID
+        branch (only with one, see :class:`IAICondInst`).
+        """
         super().__init__()
         self.backbone, self.head, self.mask_branch, self.mask_head = backbone, head, mask_branch, mask_head
         self.in_features = list(in_features)
@@ -73,6 +78,7 @@ class CondInst(nn.Module):
         self.mask_loss_weight = mask_loss_weight
         self.score_thresh, self.pre_nms_topk, self.nms_thresh = score_thresh, pre_nms_topk, nms_thresh
         self.detections_per_image, self.mask_threshold = detections_per_image, mask_threshold
+        self.id_loss_weight, self.id_focal_alpha, self.id_focal_gamma = id_loss_weight, id_focal_alpha, id_focal_gamma
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -91,7 +97,7 @@ class CondInst(nn.Module):
         )
         head = FCOSHead(
             [shapes[f] for f in fcos.IN_FEATURES], fcos.NUM_CLASSES, fcos.NUM_CONVS, fcos.NORM,
-            fcos.PRIOR_PROB, mask_head.num_params,
+            fcos.PRIOR_PROB, mask_head.num_params, num_ids=cls._head_num_ids(cfg),
         )
         return {
             "backbone": backbone, "head": head, "mask_branch": mask_branch, "mask_head": mask_head,
@@ -106,6 +112,11 @@ class CondInst(nn.Module):
             "mask_threshold": ci.MASK_THRESHOLD,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN, "pixel_std": cfg.MODEL.PIXEL_STD,
         }
+
+    @classmethod
+    def _head_num_ids(cls, cfg) -> int:
+        """Outputs of the FCOS head's ID branch (0: none)."""
+        return 0
 
     @property
     def device(self):
@@ -125,20 +136,32 @@ class CondInst(nn.Module):
         """
         images = self.preprocess_image(batched_inputs)
         features = self.backbone(images.tensor)
-        feats = [features[f] for f in self.in_features]
-        logits, bbox_reg, ctrness, params = self.head(feats)
-        mask_feats = self.mask_branch(features)
-        locations = [compute_locations(f.shape[-2], f.shape[-1], s, f.device) for f, s in zip(feats, self.strides)]
+        locations, logits, bbox_reg, ctrness, params, mask_feats, id_logits = self._head_outputs(features)
         if self.training:
             gt = [x["instances"].to(self.device) for x in batched_inputs]
-            return self.losses(images, gt, locations, logits, bbox_reg, ctrness, params, mask_feats)
-        results = self.inference(images, locations, logits, bbox_reg, ctrness, params, mask_feats)
+            return self.losses(images, gt, locations, logits, bbox_reg, ctrness, params, mask_feats, id_logits)
+        results = self.inference(images, locations, logits, bbox_reg, ctrness, params, mask_feats, id_logits)
         processed = []
         for result, inputs, image_size in zip(results, batched_inputs, images.image_sizes):
             height = inputs.get("height", image_size[0])
             width = inputs.get("width", image_size[1])
+            result.remove("class_probs")  # the image model's outputs are GeneralizedRCNN's
             processed.append({"instances": self.postprocess(result, height, width)})
         return processed
+
+    def _head_outputs(self, features: Dict[str, torch.Tensor]):
+        """
+        FCOS head and mask branch on backbone features: locations (per level (HW, 2)), logits,
+        bbox_reg, ctrness, params (per level), mask_feats, and the ID logits per level (None
+        without an ID branch).
+        """
+        feats = [features[f] for f in self.in_features]
+        outputs = self.head(feats)
+        logits, bbox_reg, ctrness, params = outputs[:4]
+        id_logits = outputs[4] if len(outputs) > 4 else None
+        mask_feats = self.mask_branch(features)
+        locations = [compute_locations(f.shape[-2], f.shape[-1], s, f.device) for f, s in zip(feats, self.strides)]
+        return locations, logits, bbox_reg, ctrness, params, mask_feats, id_logits
 
     # ------------------------------------------------------------------------------ training
     def _gt_bitmasks(self, inst: Instances, padded_hw) -> torch.Tensor:
@@ -150,8 +173,12 @@ class CondInst(nn.Module):
         m = masks.tensor.float() if isinstance(masks, BitMasks) else masks.float()
         return F.pad(m, (0, padded_hw[1] - m.shape[-1], 0, padded_hw[0] - m.shape[-2]))
 
-    def losses(self, images, gt_instances, locations, logits, bbox_reg, ctrness, params, mask_feats):
-        """Focal classification, GIoU boxes weighted by centre-ness, centre-ness BCE, Dice masks."""
+    def losses(self, images, gt_instances, locations, logits, bbox_reg, ctrness, params, mask_feats,
+               id_logits=None):
+        """Focal classification, GIoU boxes weighted by centre-ness, centre-ness BCE, Dice masks;
+        with ``id_logits`` (the ID branch) and ``gt_ids`` (ID targets) on the GT instances, the
+        sigmoid focal ID loss ``loss_id_fcos`` over the positive locations, each taking its
+        assigned instance's ID target, normalised by the number of positives."""
         device = self.device
         all_locs = cat(locations, dim=0)  # (L, 2)
         level = cat([torch.full((len(l),), i, device=device, dtype=torch.long) for i, l in enumerate(locations)])
@@ -160,7 +187,7 @@ class CondInst(nn.Module):
         coord_norms = torch.tensor(self.coord_norms, device=device, dtype=torch.float32)[level]
 
         padded_hw = images.tensor.shape[-2:]
-        matched, ltrb, gt_masks, labels = [], [], [], []
+        matched, ltrb, gt_masks, labels, id_labels = [], [], [], [], []
         for inst in gt_instances:
             masks = self._gt_bitmasks(inst, padded_hw)
             boxes = inst.gt_boxes.tensor
@@ -171,6 +198,10 @@ class CondInst(nn.Module):
             matched.append(m)
             ltrb.append(t)
             labels.append(lab)
+            if id_logits is not None:
+                idl = torch.full_like(m, -1)
+                idl[m >= 0] = inst.gt_ids[m[m >= 0]]
+                id_labels.append(idl)
             gt_masks.append(masks)
         matched, ltrb, labels = torch.stack(matched), torch.stack(ltrb), torch.stack(labels)  # (N, L, ...)
 
@@ -214,21 +245,34 @@ class CondInst(nn.Module):
             loss_mask = dice_loss(mask_logits[:, 0], targets).mean()
         else:
             loss_mask = mask_feats.sum() * 0 + pred_params.sum() * 0
-        return {
+        losses = {
             "loss_fcos_cls": loss_cls,
             "loss_fcos_loc": loss_loc,
             "loss_fcos_ctr": loss_ctr,
             "loss_mask": loss_mask * self.mask_loss_weight,
         }
+        if id_logits is not None:
+            pred_ids = _flatten(id_logits)  # (N, L, num_ids)
+            if len(n_idx) > 0:
+                id_tgt = F.one_hot(torch.stack(id_labels)[n_idx, l_idx], pred_ids.shape[-1]).to(pred_ids.dtype)
+                loss_id = sigmoid_focal_loss_jit(pred_ids[n_idx, l_idx], id_tgt, alpha=self.id_focal_alpha,
+                                                 gamma=self.id_focal_gamma, reduction="sum") / num_pos
+            else:
+                loss_id = pred_ids.sum() * 0
+            losses["loss_id_fcos"] = loss_id * self.id_loss_weight
+        return losses
 
     # ------------------------------------------------------------------------------ inference
     @torch.no_grad()
-    def inference(self, images, locations, logits, bbox_reg, ctrness, params, mask_feats) -> List[Instances]:
+    def inference(self, images, locations, logits, bbox_reg, ctrness, params, mask_feats,
+                  id_logits=None) -> List[Instances]:
         """Per image: per-level threshold + top-k, score sqrt(cls * ctr), class-aware NMS, masks.
-        Returns Instances at the network input size with ``mask_probs`` (R, h, w)."""
+        Returns Instances at the network input size with ``mask_probs`` (R, h, w), ``class_probs``
+        (R, K) (the class probabilities of each detection's location) and, with ``id_logits``,
+        ``id_probs`` (R, num_ids + 1): the ID branch's sigmoids and 0 for background."""
         results = []
         for n, image_size in enumerate(images.image_sizes):
-            boxes, scores, classes, locs, sizes, prm = [], [], [], [], [], []
+            boxes, scores, classes, locs, sizes, prm, cprobs, iprobs = [], [], [], [], [], [], [], []
             for lvl, stride in enumerate(self.strides):
                 prob = logits[lvl][n].sigmoid().flatten(1).t()  # (HW, K)
                 ctr = ctrness[lvl][n, 0].sigmoid().flatten()  # (HW,)
@@ -246,6 +290,9 @@ class CondInst(nn.Module):
                 locs.append(loc)
                 sizes.append(torch.full_like(combined, self.coord_norms[lvl]))
                 prm.append(params[lvl][n].flatten(1).t()[loc_idx])
+                cprobs.append(prob[loc_idx])
+                if id_logits is not None:
+                    iprobs.append(id_logits[lvl][n].flatten(1).t()[loc_idx].sigmoid())
             boxes, scores, classes = Boxes(cat(boxes)), cat(scores), cat(classes)
             boxes.clip(image_size)
             keep = batched_nms(boxes.tensor, scores, classes, self.nms_thresh)[: self.detections_per_image]
@@ -253,6 +300,10 @@ class CondInst(nn.Module):
             result.pred_boxes = boxes[keep]
             result.scores = scores[keep]
             result.pred_classes = classes[keep]
+            result.class_probs = cat(cprobs)[keep]
+            if id_logits is not None:
+                ip = cat(iprobs)[keep]
+                result.id_probs = torch.cat([ip, ip.new_zeros((len(ip), 1))], dim=1)
             im_inds = torch.full((len(keep),), n, dtype=torch.long, device=self.device)
             mask_logits = self.mask_head(mask_feats, im_inds, cat(locs)[keep], cat(sizes)[keep], cat(prm)[keep])
             result.mask_probs = mask_logits[:, 0, : image_size[0], : image_size[1]].sigmoid()
