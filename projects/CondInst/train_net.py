@@ -1,11 +1,17 @@
 #!/usr/bin/env python
 """
-Train or evaluate CondInst on image datasets (e.g. the ``*_frames`` of a video split, or COCO)
-with iai_d2's trainer: Detectron2's image loaders, COCOEvaluator (bbox + segm), AdamW/SGD with a
-backbone multiplier, atomic checkpoints and a loss plot.
+Train or evaluate CondInst with iai_d2's trainer (AdamW/SGD with a backbone multiplier, atomic
+checkpoints, a loss plot):
+
+- ``CondInst`` (image model) on image datasets (e.g. the ``*_frames`` of a video split, or COCO):
+  Detectron2's image loaders, COCOEvaluator (bbox + segm);
+- ``IAICondInst`` (IAI video model) on video splits (YouTube-VIS format: synthetic_vis_*,
+  ytvis_*, ovis_*): clip train loader, per-video online inference, YTVIS evaluator
+  (AP when the split is annotated, ``inference/submission.zip`` always), as tools/train_net.py.
 
     # from the repository root (datasets/ and output/ are relative to it)
     python projects/CondInst/train_net.py --config-file projects/CondInst/configs/condinst_tiny_frames.yaml
+    python projects/CondInst/train_net.py --config-file projects/CondInst/configs/iai_condinst_tiny.yaml
     python projects/CondInst/train_net.py --config-file ... --eval-only MODEL.WEIGHTS .../model_final.pth
 """
 
@@ -22,24 +28,37 @@ from detectron2.config import get_cfg  # noqa: E402
 from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
 from detectron2.evaluation import verify_results  # noqa: E402
 from detectron2.utils import comm  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
 
 from condinst import add_condinst_config  # noqa: E402
 from iai_d2.engine import AtomicCheckpointer, IAITrainer, is_video_split  # noqa: E402
 
 
+def is_video_model(cfg) -> bool:
+    """IAICondInst (clips in, tracks out) rather than the image model CondInst."""
+    return cfg.MODEL.META_ARCHITECTURE == "IAICondInst"
+
+
+def _check_split(cfg, names, what: str) -> None:
+    """CondInst takes image datasets, IAICondInst video splits."""
+    video = is_video_split(names)
+    if is_video_model(cfg) and not video:
+        raise ValueError(f"IAICondInst {what} on video splits (e.g. 'synthetic_vis_train'), got {names}")
+    if not is_video_model(cfg) and video:
+        raise ValueError(f"CondInst {what} on image datasets (e.g. '<split>_frames'), got {names}")
+
+
 class CondInstTrainer(IAITrainer):
-    """IAITrainer restricted to image datasets: CondInst is an image model."""
+    """IAITrainer with each model on its kind of data: CondInst on images, IAICondInst on videos."""
 
     @classmethod
     def build_train_loader(cls, cfg):
-        if is_video_split(cfg.DATASETS.TRAIN):
-            raise ValueError(f"CondInst trains on image datasets (e.g. '<split>_frames'), got {cfg.DATASETS.TRAIN}")
+        _check_split(cfg, cfg.DATASETS.TRAIN, "trains")
         return super().build_train_loader(cfg)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        if is_video_split(dataset_name):
-            raise ValueError(f"CondInst evaluates on image datasets (e.g. '<split>_frames'), got {dataset_name!r}")
+        _check_split(cfg, dataset_name, "evaluates")
         return super().build_test_loader(cfg, dataset_name)
 
 
@@ -51,8 +70,12 @@ def setup(args):
         cfg.merge_from_list(args.opts)
     except (KeyError, AssertionError) as e:
         raise ValueError(f"bad config override in {args.opts}: {' '.join(str(e).split())}") from None
+    if not sys.stderr.isatty():
+        cfg.TEST.PROGRESS_BAR = False  # progress bars belong on a terminal, not in a log file
     cfg.freeze()
     default_setup(cfg, args)
+    # iai_d2's messages (video AP table, written files) go to the console and log.txt too.
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="iai_d2", abbrev_name="iai")
     return cfg
 
 
