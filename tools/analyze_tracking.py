@@ -6,6 +6,8 @@ with the model's own IDs, greedy mask-IoU linking, and oracle (GT) identities.
     python tools/analyze_tracking.py --config-file configs/synthetic/iai_tiny.yaml \
         MODEL.WEIGHTS output/demo/model_final.pth
     python tools/analyze_tracking.py --config-file ... --dataset synthetic_vis_val --output DIR
+    python tools/analyze_tracking.py --config-file projects/CondInst/configs/iai_condinst_tiny.yaml \
+        MODEL.WEIGHTS output/condinst/iai_tiny/model_final.pth   # IAICondInst
 
 Prints the table and writes DIR/diagnosis.{json,md} and DIR/<labelling>/{results.json,submission.zip}
 (default DIR: OUTPUT_DIR/tracking_diagnosis).
@@ -23,6 +25,21 @@ from iai_d2.engine import IAITrainer
 from iai_d2.evaluation.diagnosis import diagnose, diagnosis_table
 from iai_d2.inference.relabel import GT_IOU_THRESH, LINK_IOU_THRESH
 from iai_d2.utils import check_weights
+
+CONDINST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "CondInst")
+
+
+def add_config(cfg, config_file: str) -> None:
+    """The config keys (and registered models) a config file needs: projects/CondInst configs
+    (IAICondInst) add CondInst's keys and register its models, others iai_d2's."""
+    condinst_dir = os.path.realpath(CONDINST_DIR)
+    if os.path.realpath(config_file).startswith(condinst_dir + os.sep):
+        sys.path.insert(0, condinst_dir)
+        from condinst import add_condinst_config
+
+        add_condinst_config(cfg)
+    else:
+        add_iai_config(cfg)
 
 
 def parse_args(argv=None):
@@ -42,9 +59,11 @@ def parse_args(argv=None):
 
 def main(args):
     cfg = get_cfg()
-    add_iai_config(cfg)
+    add_config(cfg, args.config_file)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    if "FCOS" in cfg.MODEL:  # CondInst's class count; the diagnosis reads ROI_HEADS.NUM_CLASSES
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.FCOS.NUM_CLASSES
     cfg.freeze()
     setup_logger(name="detectron2")
     setup_logger(name="iai_d2")
