@@ -48,7 +48,7 @@ def _ablation(name):
 # name -> (kind, config file, table label). kind: "iai" (IAIRCNN), "track" (TrackRCNN), "floor"
 # (IoULinkRCNN: the image model trained on frames, identities by greedy mask-IoU linking).
 VARIANTS = OrderedDict([
-    ("iai", ("iai", "configs/synthetic/iai_tiny.yaml", "IAI (demo config: res4, dense ID)")),
+    ("iai", ("iai", "configs/synthetic/iai_tiny.yaml", "IAI (demo config: res3, dense ID)")),
     ("no_memory", ("iai", _ablation("no_memory"), "IAI w/o local + global memory (ID head only)")),
     ("no_local", ("iai", _ablation("no_local"), "IAI w/o local memory")),
     ("no_global", ("iai", _ablation("no_global"), "IAI w/o global memory")),

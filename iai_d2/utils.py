@@ -67,10 +67,13 @@ def check_ytvis_json(data, json_file: str) -> None:
 
 def filter_library_warnings() -> None:
     """Silence the third-party deprecation notices every command would print several times
-    (``torch.jit.script`` and ``torch.meshgrid`` inside Detectron2, torch.fx's ``is_fx_tracing``
-    log line). Call it at an entry point before importing Detectron2."""
+    (``torch.jit.script`` and ``torch.meshgrid`` inside Detectron2, its read-only mask arrays,
+    torch.fx's ``is_fx_tracing`` log line). Call it at an entry point before importing Detectron2."""
     warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
     warnings.filterwarnings("ignore", message=r"torch\.meshgrid", category=UserWarning)
+    # Detectron2's resize of bitmasks goes through PIL (np.asarray gives a read-only array) and
+    # then torch.from_numpy: harmless, the tensor is copied by torch.stack.
+    warnings.filterwarnings("ignore", message=r"The given NumPy array is not writable", category=UserWarning)
     logging.getLogger("torch.fx._symbolic_trace").addFilter(
         lambda record: not record.getMessage().startswith("is_fx_tracing will return true")
     )

@@ -102,7 +102,7 @@ def test_occlusion_benchmark_quick_writes_the_table_and_resumes(tmp_path):
         assert label in table
     report = json.loads((results / "occlusion.json").read_text())
     assert report["settings"]["occlusion"] == 1.0 and report["settings"]["iters"] == 2
-    assert [row[0] for row in report["table"]][::2] == ["IAI (demo config: res4, dense ID)",
+    assert [row[0] for row in report["table"]][::2] == ["IAI (demo config: res3, dense ID)",
                                                         "floor: image model + IoU linking"]
     for row in report["table"]:
         assert all(0.0 <= ap <= 100.0 for ap in (row[1], row[7], row[8])) and row[6] >= 0

@@ -51,7 +51,7 @@ def model():
     return build_model(tiny_cfg())
 
 
-@pytest.mark.parametrize("decoder", ["dense", "dense+res3", "roi"])
+@pytest.mark.parametrize("decoder", ["dense", "dense+res2", "roi"])
 def test_training_step_gives_finite_losses_and_gradients_on_id_modules(decoder):
     cfg = tiny_cfg()
     decoder, _, skip = decoder.partition("+")
@@ -135,8 +135,8 @@ def test_random_slots_are_distinct_consistent_across_frames_and_in_range(model):
 
 def test_dense_skip_level_must_be_at_half_the_association_stride():
     cfg = tiny_cfg()
-    cfg.MODEL.IAI.DENSE_ID.SKIP_FEATURE = "res2"  # stride 4 under res4 association (stride 16)
-    with pytest.raises(ValueError, match="SKIP_FEATURE='res2' must be a backbone output at half"):
+    cfg.MODEL.IAI.DENSE_ID.SKIP_FEATURE = "res4"  # stride 16 under res3 association (stride 8)
+    with pytest.raises(ValueError, match="SKIP_FEATURE='res4' must be a backbone output at half"):
         build_model(cfg)
 
 
