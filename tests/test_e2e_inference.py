@@ -152,7 +152,7 @@ def test_scrambling_the_slots_written_to_memory_breaks_identity(
 ):
     """The model decides identities by reading the memory: write every slot into the memory under
     another slot (a fixed permutation) and the memorised tracks fragment."""
-    import iai_d2.modeling.meta_arch as meta_arch
+    import iai_d2.modeling.video_model as video_model
 
     def switches():
         total = 0
@@ -163,9 +163,9 @@ def test_scrambling_the_slots_written_to_memory_breaks_identity(
 
     normal = switches()
     num_slots = overfit_model.cfg.MODEL.IAI.NUM_IDS - 1
-    build_id_mask = meta_arch.build_id_mask
+    build_id_mask = video_model.build_id_mask
     monkeypatch.setattr(
-        meta_arch,
+        video_model,
         "build_id_mask",
         lambda masks, slots, *a: build_id_mask(masks, [(s + 1) % num_slots for s in slots], *a),
     )
