@@ -35,60 +35,21 @@ class IAIRCNN(IAIVideoModel, GeneralizedRCNN):
     ID_DECODERS = _ID_DECODERS
 
     @configurable
-    def __init__(
-        self,
-        *,
-        num_ids: int,
-        num_classes: int,
-        new_id_trigger: bool,
-        random_slots: bool,
-        memory_drop_prob: float,
-        memory_jitter: int,
-        dense_id_head,
-        dense_id_loss_weight: float,
-        id_decoder: str,
-        dense_id_skip: str = "",
-        on_full: str,
-        recycle_after: int,
-        birth_score: float,
-        min_mask_keep: float,
-        mask_threshold: float,
-        video_topk: int,
-        video_score_thresh: float,
-        progress_bar: bool = False,
-        **kwargs,
-    ):
+    def __init__(self, *, video: Dict, **kwargs):
         """
-        Args: see :meth:`IAIVideoModel._setup_video`; ``id_decoder`` "roi" (the ROI ID head's
-        probabilities decide identities, the paper) or "dense"; kwargs: arguments of
-        :class:`GeneralizedRCNN`.
+        Args:
+            video: arguments of :meth:`IAIVideoModel._setup_video` (see ``video_config``);
+                ``id_decoder`` "roi" (the ROI ID head's probabilities decide identities, the
+                paper) or "dense".
+            kwargs: arguments of :class:`GeneralizedRCNN`.
         """
         super().__init__(**kwargs)
-        self._setup_video(
-            num_ids=num_ids,
-            num_classes=num_classes,
-            new_id_trigger=new_id_trigger,
-            random_slots=random_slots,
-            memory_drop_prob=memory_drop_prob,
-            memory_jitter=memory_jitter,
-            dense_id_head=dense_id_head,
-            dense_id_loss_weight=dense_id_loss_weight,
-            id_decoder=id_decoder,
-            dense_id_skip=dense_id_skip,
-            on_full=on_full,
-            recycle_after=recycle_after,
-            birth_score=birth_score,
-            min_mask_keep=min_mask_keep,
-            mask_threshold=mask_threshold,
-            video_topk=video_topk,
-            video_score_thresh=video_score_thresh,
-            progress_bar=progress_bar,
-        )
+        self._setup_video(**video)
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        ret.update(video_config(cfg, ret["backbone"], cfg.MODEL.ROI_HEADS.NUM_CLASSES))
+        ret["video"] = video_config(cfg, ret["backbone"], cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         return ret
 
     # ------------------------------------------------------------------ detector hooks
