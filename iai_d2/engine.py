@@ -2,6 +2,7 @@
 
 import logging
 import os
+import sys
 import weakref
 from collections.abc import Mapping
 
@@ -197,3 +198,54 @@ class IAITrainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         return build_iai_optimizer(cfg, model)
+
+
+def setup_cfg(args, add_config):
+    """
+    The frozen config of a ``train_net.py``-style command (``default_argument_parser`` args):
+    ``add_config(cfg)`` adds the model's keys, then the file and the overrides (a bad override is
+    a one-line ValueError), progress bars only on a terminal, Detectron2's ``default_setup``, and
+    the ``iai_d2`` logger (AP table, written files) to the console and log.txt.
+    """
+    from detectron2.config import get_cfg
+    from detectron2.engine import default_setup
+
+    cfg = get_cfg()
+    add_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    try:
+        cfg.merge_from_list(args.opts)
+    except (KeyError, AssertionError) as e:  # yacs: unknown key / odd number of KEY VALUE items
+        raise ValueError(f"bad config override in {args.opts}: {' '.join(str(e).split())}") from None
+    if not sys.stderr.isatty():
+        cfg.TEST.PROGRESS_BAR = False  # progress bars belong on a terminal, not in a log file
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="iai_d2", abbrev_name="iai")
+    return cfg
+
+
+def train_or_evaluate(cfg, args, trainer_cls=None):
+    """
+    ``--eval-only``: load MODEL.WEIGHTS (or the last checkpoint with ``--resume``) and test;
+    otherwise train with ``trainer_cls`` (default :class:`IAITrainer`), resuming if asked.
+    MODEL.WEIGHTS is checked first unless ``--resume`` finds a checkpoint in OUTPUT_DIR.
+    """
+    from detectron2.evaluation import verify_results
+
+    from .utils import check_weights
+
+    trainer_cls = trainer_cls or IAITrainer
+    resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
+    if not resuming:
+        check_weights(cfg.MODEL.WEIGHTS)
+    if args.eval_only:
+        model = trainer_cls.build_model(cfg)
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = trainer_cls.test(cfg, model)
+        if comm.is_main_process() and results:
+            verify_results(cfg, results)
+        return results
+    trainer = trainer_cls(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()

@@ -13,53 +13,18 @@ Bad data, config, weights or a diverging loss end with one line ``error: ...`` a
 import os
 import sys
 
-from iai_d2.utils import check_weights, filter_library_warnings
+from iai_d2.utils import filter_library_warnings
 
 filter_library_warnings()  # before Detectron2 is imported (also runs in spawned DDP workers)
 
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
-from detectron2.utils import comm  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
+from detectron2.engine import default_argument_parser, launch  # noqa: E402
 
 from iai_d2 import add_iai_config  # noqa: E402
-from iai_d2.engine import AtomicCheckpointer, IAITrainer  # noqa: E402
-
-
-def setup(args):
-    cfg = get_cfg()
-    add_iai_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, AssertionError) as e:  # yacs: unknown key / odd number of KEY VALUE items
-        raise ValueError(f"bad config override in {args.opts}: {' '.join(str(e).split())}") from None
-    if not sys.stderr.isatty():
-        cfg.TEST.PROGRESS_BAR = False  # progress bars belong on a terminal, not in a log file
-    cfg.freeze()
-    default_setup(cfg, args)
-    # The project's own messages (AP table, written files) go to the console and log.txt too.
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="iai_d2", abbrev_name="iai")
-    return cfg
+from iai_d2.engine import setup_cfg, train_or_evaluate  # noqa: E402
 
 
 def main(args):
-    cfg = setup(args)
-    resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
-    if not resuming:  # --resume with a checkpoint in OUTPUT_DIR ignores MODEL.WEIGHTS
-        check_weights(cfg.MODEL.WEIGHTS)
-    if args.eval_only:
-        model = IAITrainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        results = IAITrainer.test(cfg, model)
-        if comm.is_main_process() and results:
-            from detectron2.evaluation import verify_results
-
-            verify_results(cfg, results)
-        return results
-    trainer = IAITrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    return train_or_evaluate(setup_cfg(args, add_iai_config), args)
 
 
 def check_args(parser, args):

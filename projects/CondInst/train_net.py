@@ -20,18 +20,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the condinst package
 
-from iai_d2.utils import check_weights, filter_library_warnings  # noqa: E402
+from iai_d2.utils import filter_library_warnings  # noqa: E402
 
 filter_library_warnings()
 
-from detectron2.config import get_cfg  # noqa: E402
-from detectron2.engine import default_argument_parser, default_setup, launch  # noqa: E402
-from detectron2.evaluation import verify_results  # noqa: E402
-from detectron2.utils import comm  # noqa: E402
-from detectron2.utils.logger import setup_logger  # noqa: E402
+from detectron2.engine import default_argument_parser, launch  # noqa: E402
 
 from condinst import add_condinst_config  # noqa: E402
-from iai_d2.engine import AtomicCheckpointer, IAITrainer, is_video_split  # noqa: E402
+from iai_d2.engine import IAITrainer, is_video_split, setup_cfg, train_or_evaluate  # noqa: E402
 
 
 def is_video_model(cfg) -> bool:
@@ -62,38 +58,8 @@ class CondInstTrainer(IAITrainer):
         return super().build_test_loader(cfg, dataset_name)
 
 
-def setup(args):
-    cfg = get_cfg()
-    add_condinst_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, AssertionError) as e:
-        raise ValueError(f"bad config override in {args.opts}: {' '.join(str(e).split())}") from None
-    if not sys.stderr.isatty():
-        cfg.TEST.PROGRESS_BAR = False  # progress bars belong on a terminal, not in a log file
-    cfg.freeze()
-    default_setup(cfg, args)
-    # iai_d2's messages (video AP table, written files) go to the console and log.txt too.
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="iai_d2", abbrev_name="iai")
-    return cfg
-
-
 def main(args):
-    cfg = setup(args)
-    resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
-    if not resuming:
-        check_weights(cfg.MODEL.WEIGHTS)
-    if args.eval_only:
-        model = CondInstTrainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        results = CondInstTrainer.test(cfg, model)
-        if comm.is_main_process() and results:
-            verify_results(cfg, results)
-        return results
-    trainer = CondInstTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    return train_or_evaluate(setup_cfg(args, add_condinst_config), args, CondInstTrainer)
 
 
 if __name__ == "__main__":

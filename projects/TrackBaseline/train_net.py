@@ -9,41 +9,16 @@ clip loader, YTVIS evaluator (results.json, submission.zip, mAP table), optimize
     python projects/TrackBaseline/train_net.py --config-file ... --eval-only MODEL.WEIGHTS .../model_final.pth
 """
 
-import os
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine import default_argument_parser, launch
 
-from iai_d2.engine import IAITrainer
-from iai_d2.utils import check_weights
+from iai_d2.engine import setup_cfg, train_or_evaluate
 from track_baseline import add_trackbaseline_config
 
 
-def setup(args):
-    cfg = get_cfg()
-    add_trackbaseline_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
-    default_setup(cfg, args)
-    return cfg
-
-
 def main(args):
-    cfg = setup(args)
-    resuming = args.resume and os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint"))
-    if not resuming:
-        check_weights(cfg.MODEL.WEIGHTS)
-    if args.eval_only:
-        model = IAITrainer.build_model(cfg)
-        checkpointer = DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR)
-        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        return IAITrainer.test(cfg, model)
-    trainer = IAITrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    return train_or_evaluate(setup_cfg(args, add_trackbaseline_config), args)
 
 
 if __name__ == "__main__":
