@@ -173,6 +173,39 @@ class CondInst(nn.Module):
         m = masks.tensor.float() if isinstance(masks, BitMasks) else masks.float()
         return F.pad(m, (0, padded_hw[1] - m.shape[-1], 0, padded_hw[0] - m.shape[-2]))
 
+    def _location_tensors(self, locations: List[torch.Tensor]):
+        """The locations of all levels, flattened (L, 2), and per location its level's stride (L,),
+        size range (L, 2) and relative-coordinate norm (L,)."""
+        device = self.device
+        all_locs = cat(locations, dim=0)
+        level = cat([torch.full((len(l),), i, device=device, dtype=torch.long) for i, l in enumerate(locations)])
+        strides = torch.tensor(self.strides, device=device, dtype=torch.float32)[level]
+        ranges = torch.tensor(self.size_ranges, device=device, dtype=torch.float32)[level]
+        coord_norms = torch.tensor(self.coord_norms, device=device, dtype=torch.float32)[level]
+        return all_locs, strides, ranges, coord_norms
+
+    def fcos_assignment(self, images: ImageList, gt_instances: List[Instances], locations: List[torch.Tensor]):
+        """
+        FCOS targets of the N images' locations (``locations``: per level (HW, 2)).
+
+        Returns:
+            matched (N, L): index of the GT instance each location is assigned to, -1 for none;
+            ltrb (N, L, 4): distances to that instance's box; gt_masks: N (G, Hp, Wp) float masks
+            padded to the batch.
+        """
+        all_locs, strides, ranges, _ = self._location_tensors(locations)
+        padded_hw = images.tensor.shape[-2:]
+        matched, ltrb, gt_masks = [], [], []
+        for inst in gt_instances:
+            masks = self._gt_bitmasks(inst, padded_hw)
+            boxes = inst.gt_boxes.tensor
+            m, t = assign_fcos_targets(all_locs, strides, ranges, boxes, mask_centroids(masks, boxes),
+                                       self.center_sampling_radius)
+            matched.append(m)
+            ltrb.append(t)
+            gt_masks.append(masks)
+        return torch.stack(matched), torch.stack(ltrb), gt_masks
+
     def losses(self, images, gt_instances, locations, logits, bbox_reg, ctrness, params, mask_feats,
                id_logits=None):
         """Focal classification, GIoU boxes weighted by centre-ness, centre-ness BCE, Dice masks;
@@ -180,30 +213,18 @@ class CondInst(nn.Module):
         sigmoid focal ID loss ``loss_id_fcos`` over the positive locations, each taking its
         assigned instance's ID target, normalised by the number of positives."""
         device = self.device
-        all_locs = cat(locations, dim=0)  # (L, 2)
-        level = cat([torch.full((len(l),), i, device=device, dtype=torch.long) for i, l in enumerate(locations)])
-        strides = torch.tensor(self.strides, device=device, dtype=torch.float32)[level]
-        ranges = torch.tensor(self.size_ranges, device=device, dtype=torch.float32)[level]
-        coord_norms = torch.tensor(self.coord_norms, device=device, dtype=torch.float32)[level]
-
-        padded_hw = images.tensor.shape[-2:]
-        matched, ltrb, gt_masks, labels, id_labels = [], [], [], [], []
-        for inst in gt_instances:
-            masks = self._gt_bitmasks(inst, padded_hw)
-            boxes = inst.gt_boxes.tensor
-            m, t = assign_fcos_targets(all_locs, strides, ranges, boxes, mask_centroids(masks, boxes),
-                                       self.center_sampling_radius)
+        all_locs, strides, _, coord_norms = self._location_tensors(locations)
+        matched, ltrb, gt_masks = self.fcos_assignment(images, gt_instances, locations)
+        labels, id_labels = [], []
+        for inst, m in zip(gt_instances, matched):
             lab = torch.full_like(m, self.num_classes)
             lab[m >= 0] = inst.gt_classes[m[m >= 0]]
-            matched.append(m)
-            ltrb.append(t)
             labels.append(lab)
             if id_logits is not None:
                 idl = torch.full_like(m, -1)
                 idl[m >= 0] = inst.gt_ids[m[m >= 0]]
                 id_labels.append(idl)
-            gt_masks.append(masks)
-        matched, ltrb, labels = torch.stack(matched), torch.stack(ltrb), torch.stack(labels)  # (N, L, ...)
+        labels = torch.stack(labels)  # (N, L)
 
         pred_logits = _flatten(logits)  # (N, L, K)
         pred_reg = _flatten(bbox_reg)  # (N, L, 4)
