@@ -4,15 +4,16 @@ Every detection scores each tracked instance and a "new instance" option: the em
 affinity (dot product, 0 for "new") goes through a softmax over [new, tracks], and at inference
 its log-probability is combined with the detection score, the box IoU and class consistency.
 """
-from typing import Sequence
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from detectron2.structures import Boxes, pairwise_iou
+from detectron2.utils.events import get_event_storage
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["affinity_logits", "match_scores", "assign_tracks", "TrackMemory"]
+__all__ = ["affinity_logits", "track_loss", "match_scores", "assign_tracks", "TrackMemory"]
 
 # Cost of a forbidden (detection, "new" column of another detection) pair in the assignment.
 _FORBIDDEN = 1e9
@@ -29,6 +30,39 @@ def affinity_logits(embeddings: torch.Tensor, track_embeddings: torch.Tensor) ->
     """
     dots = embeddings @ track_embeddings.t()
     return torch.cat([dots.new_zeros((dots.shape[0], 1)), dots], dim=1)
+
+
+def track_loss(
+    keys: List[Tuple[torch.Tensor, torch.Tensor]],
+    references: List[Tuple[torch.Tensor, torch.Tensor]],
+    weight: float = 1.0,
+) -> Dict[str, torch.Tensor]:
+    """
+    MaskTrack R-CNN's pair loss: every key-frame embedding is classified over [new, reference
+    instances] (logits of :func:`affinity_logits`); the target is the reference instance with the
+    same identity, or "new". Logs the accuracy as ``track_head/accuracy``.
+
+    Args:
+        keys: per image, (embeddings (M_i, D), gt_ids (M_i,)) of the key frame's samples.
+        references: per image, (embeddings (R_i, D), gt_ids (R_i,)) of the reference frame's instances.
+        weight: loss multiplier.
+    Returns:
+        {"loss_track": cross-entropy summed over the samples / their number, times ``weight``}.
+    """
+    num_keys = sum(len(ids) for _, ids in keys)
+    if num_keys == 0:
+        return {"loss_track": torch.cat([emb for emb, _ in keys]).sum() * 0.0}
+    total, correct = keys[0][0].new_zeros(()), 0
+    for (emb, ids), (ref_emb, ref_ids) in zip(keys, references):
+        if len(ids) == 0:
+            continue
+        logits = affinity_logits(emb, ref_emb)
+        same = ids[:, None] == ref_ids[None, :]  # (M, R), one True at most per row
+        target = torch.where(same.any(dim=1), same.float().argmax(dim=1) + 1, 0)
+        total = total + F.cross_entropy(logits, target, reduction="sum")
+        correct += int((logits.argmax(dim=1) == target).sum())
+    get_event_storage().put_scalar("track_head/accuracy", correct / num_keys)
+    return {"loss_track": total / num_keys * weight}
 
 
 def match_scores(

@@ -1,7 +1,5 @@
 """TrackRCNN: Mask R-CNN with a MaskTrack R-CNN-style tracking head (tracking by detection)."""
-from collections import defaultdict
-from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from detectron2.config import configurable
@@ -9,176 +7,57 @@ from detectron2.modeling import META_ARCH_REGISTRY, GeneralizedRCNN
 from detectron2.modeling.postprocessing import detector_postprocess
 from detectron2.structures import ImageList, Instances
 
-from iai_d2.inference.id_assignment import remove_overlaps
-from iai_d2.inference.tracks import track_video
-
-from .matching import TrackMemory
+from .video_model import References, TrackVideoModel, TrackVideoState, tracking_config
 
 __all__ = ["TrackRCNN", "TrackVideoState"]
 
 
-@dataclass
-class TrackVideoState:
-    """What TrackRCNN carries from one frame of a video to the next at inference."""
-
-    tracks: TrackMemory
-    frame_idx: int = 0
-
-
 @META_ARCH_REGISTRY.register()
-class TrackRCNN(GeneralizedRCNN):
+class TrackRCNN(TrackVideoModel, GeneralizedRCNN):
     """
     Tracking by detection on Detectron2's Mask R-CNN (the paradigm of MaskTrack R-CNN), with
-    :class:`TrackROIHeads`.
-
-    Training input: clips of T >= 2 frames from ``YTVISClipDatasetMapper`` (``gt_ids`` shared by
-    the frames of a clip); the backbone runs once on all B*T frames, detection losses are
-    averaged over the T frames and ``loss_track`` over the T-1 pairs (frame t-1 = reference,
-    frame t = key). Test input: videos with lazily decoded ``frames``, run one frame at a time.
+    :class:`TrackROIHeads`: the pair training, matching and video inference are
+    :class:`TrackVideoModel`'s; this class supplies the Mask R-CNN hooks. The references of a
+    frame are the tracking embeddings of its GT boxes; ``loss_track`` classifies the key frame's
+    foreground proposals.
     """
 
     @configurable
-    def __init__(
-        self,
-        *,
-        num_classes: int,
-        match_coeffs: Sequence[float],
-        max_age: int,
-        min_mask_keep: float,
-        mask_threshold: float,
-        video_topk: int,
-        video_score_thresh: float,
-        progress_bar: bool = False,
-        **kwargs,
-    ):
+    def __init__(self, *, tracking: Dict, **kwargs):
         """
         Args:
-            num_classes: number of foreground categories.
-            match_coeffs: (a, b, g) of the matching score (see :func:`match_scores`).
-            max_age: a track unseen for more than this many frames is forgotten.
-            min_mask_keep: drop a detection keeping less than this fraction of its mask after
-                de-overlapping.
-            mask_threshold: binarisation threshold of mask probabilities.
-            video_topk, video_score_thresh: video-level (track, class) selection.
-            progress_bar: show a per-frame progress bar during video inference.
+            tracking: arguments of :meth:`TrackVideoModel._setup_tracking` (see ``tracking_config``).
             kwargs: arguments of :class:`GeneralizedRCNN`.
         """
         super().__init__(**kwargs)
-        self.num_classes = num_classes
-        self.match_coeffs = tuple(match_coeffs)
-        self.max_age = max_age
-        self.min_mask_keep = min_mask_keep
-        self.mask_threshold = mask_threshold
-        self.video_topk = video_topk
-        self.video_score_thresh = video_score_thresh
-        self.progress_bar = progress_bar
+        self._setup_tracking(**tracking)
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        inf = cfg.MODEL.TRACK_HEAD.INFERENCE
-        ret.update(
-            num_classes=cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-            match_coeffs=inf.MATCH_COEFFS,
-            max_age=inf.MAX_AGE,
-            min_mask_keep=inf.MIN_MASK_KEEP,
-            mask_threshold=inf.MASK_THRESH,
-            video_topk=inf.VIDEO_TOPK,
-            video_score_thresh=inf.VIDEO_SCORE_THRESH,
-            progress_bar=cfg.TEST.PROGRESS_BAR,
-        )
+        ret["tracking"] = tracking_config(cfg, cfg.MODEL.ROI_HEADS.NUM_CLASSES)
         return ret
 
-    def forward(self, batched_inputs: List[Dict]):
-        if not self.training:
-            return [self.inference_video(video) for video in batched_inputs]
-        return self.forward_clips(batched_inputs)
+    # ------------------------------------------------------------------ detector hooks
+    def _frame_losses(
+        self,
+        images: ImageList,
+        features: Dict[str, torch.Tensor],
+        targets: List[Instances],
+        references: Optional[References],
+        make_references: bool,
+    ) -> Tuple[Dict[str, torch.Tensor], Optional[References]]:
+        proposals, proposal_losses = self.proposal_generator(images, features, targets)
+        _, detector_losses = self.roi_heads(images, features, proposals, targets, references=references)
+        next_references = None
+        if make_references:
+            embeddings = self.roi_heads.embed(features, [g.gt_boxes for g in targets])
+            next_references = list(zip(embeddings.split([len(g) for g in targets]), [g.gt_ids for g in targets]))
+        return {**proposal_losses, **detector_losses}, next_references
 
-    # ------------------------------------------------------------------ training
-    def forward_clips(self, clips: List[Dict]) -> Dict[str, torch.Tensor]:
-        """
-        Args:
-            clips: B clip dicts, each with ``image`` (T >= 2 tensors (3, h, w)) and ``instances``
-                (T Instances with gt_boxes, gt_classes, gt_masks, gt_ids).
-        Returns:
-            dict of losses: detection losses averaged over the T frames, ``loss_track`` over the
-            T-1 (reference, key) pairs.
-        """
-        num_frames = len(clips[0]["image"])
-        if num_frames < 2 or any(len(c["image"]) != num_frames for c in clips):
-            raise ValueError(
-                "TrackRCNN trains on clips of INPUT.SAMPLING_FRAME_NUM >= 2 frames, the same for "
-                f"every clip of a batch; got {[len(c['image']) for c in clips]} frames "
-                f"(videos {[c.get('video_id') for c in clips]})"
-            )
-        batch = len(clips)
-        # Frame-major order: [f0 of every clip, f1 of every clip, ...].
-        images = self.preprocess_image([{"image": c["image"][t]} for t in range(num_frames) for c in clips])
-        gt = [[self._move_to_current_device(c["instances"][t]) for c in clips] for t in range(num_frames)]
-        features = self.backbone(images.tensor)
-
-        losses = defaultdict(list)
-        references = None
-        for t in range(num_frames):
-            sl = slice(t * batch, (t + 1) * batch)
-            frame_images = ImageList(images.tensor[sl], images.image_sizes[sl])
-            frame_features = {k: v[sl] for k, v in features.items()}
-            proposals, proposal_losses = self.proposal_generator(frame_images, frame_features, gt[t])
-            _, detector_losses = self.roi_heads(
-                frame_images, frame_features, proposals, gt[t], references=references
-            )
-            for k, v in {**proposal_losses, **detector_losses}.items():
-                losses[k].append(v)
-            if t + 1 < num_frames:
-                embeddings = self.roi_heads.embed(frame_features, [g.gt_boxes for g in gt[t]])
-                references = list(zip(embeddings.split([len(g) for g in gt[t]]), [g.gt_ids for g in gt[t]]))
-        return {k: torch.stack(v).mean() for k, v in losses.items()}
-
-    # ------------------------------------------------------------------ inference
-    def new_video_state(self) -> TrackVideoState:
-        """A fresh state for a new video (no tracks)."""
-        return TrackVideoState(tracks=TrackMemory(self.match_coeffs, self.max_age))
-
-    @torch.no_grad()
-    def inference_frame(
-        self, state: TrackVideoState, image: torch.Tensor, height: int, width: int
+    def _frame_detections(
+        self, images: ImageList, features: Dict[str, torch.Tensor], height: int, width: int
     ) -> Instances:
-        """
-        Detect the instances of the next frame of a video, match them to the video's tracks and
-        update ``state``.
-
-        Args:
-            image: (3, h, w) frame in the model's input format, already resized.
-            height, width: output resolution (the original frame size).
-        Returns:
-            Instances at (height, width) with pred_boxes, scores, pred_classes, class_probs (M, K),
-            embeddings (M, D), pred_masks (M, height, width) bool, and ID (M,) track identities.
-        """
-        images = self.preprocess_image([{"image": image}])
-        features = self.backbone(images.tensor)
         proposals, _ = self.proposal_generator(images, features, None)
         detections = self.roi_heads.inference_frame(features, proposals)[0]
-        detections = detector_postprocess(detections, height, width, self.mask_threshold)
-        keep, masks = remove_overlaps(detections.pred_masks, self.min_mask_keep)
-        detections = detections[keep]
-        detections.pred_masks = masks
-        detections.ID = state.tracks.update(
-            detections.embeddings,
-            detections.scores,
-            detections.pred_boxes.tensor,
-            detections.pred_classes,
-            state.frame_idx,
-        )
-        state.frame_idx += 1
-        return detections
-
-    def inference_video(self, video: Dict) -> Dict:
-        """
-        Args:
-            video: a test record with ``frames`` (lazy sequence of (3, h, w) tensors), ``video_id``,
-                ``length``, ``height``, ``width``.
-        Returns:
-            the same dict as ``IAIRCNN.inference_video``: video_id, length, height, width and
-            ``predictions`` (score, contiguous category_id, per-frame RLE or None).
-        """
-        return track_video(self, video, self.video_topk, self.video_score_thresh, self.progress_bar)
+        return detector_postprocess(detections, height, width, self.mask_threshold)

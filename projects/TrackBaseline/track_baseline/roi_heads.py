@@ -2,16 +2,14 @@
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, StandardROIHeads, select_foreground_proposals
 from detectron2.structures import Boxes, ImageList, Instances
-from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from iai_d2.inference.frame_detections import select_frame_detections
 
-from .matching import affinity_logits
+from .matching import track_loss
 
 __all__ = ["TrackROIHeads"]
 
@@ -131,22 +129,8 @@ class TrackROIHeads(StandardROIHeads):
         """
         fg_proposals, _ = select_foreground_proposals(proposals, self.num_classes)
         embeddings = self.embed(features, [p.proposal_boxes for p in fg_proposals])
-        num_fg = embeddings.shape[0]
-        if num_fg == 0:
-            return {"loss_track": embeddings.sum() * 0.0}
-        total, correct = embeddings.new_zeros(()), 0
-        for emb, props, (ref_emb, ref_ids) in zip(
-            embeddings.split([len(p) for p in fg_proposals]), fg_proposals, references
-        ):
-            if len(props) == 0:
-                continue
-            logits = affinity_logits(emb, ref_emb)
-            same = props.gt_ids[:, None] == ref_ids[None, :]  # (R, R_ref), one True at most per row
-            target = torch.where(same.any(dim=1), same.float().argmax(dim=1) + 1, 0)
-            total = total + F.cross_entropy(logits, target, reduction="sum")
-            correct += int((logits.argmax(dim=1) == target).sum())
-        get_event_storage().put_scalar("track_head/accuracy", correct / num_fg)
-        return {"loss_track": total / num_fg * self.track_loss_weight}
+        keys = list(zip(embeddings.split([len(p) for p in fg_proposals]), [p.gt_ids for p in fg_proposals]))
+        return track_loss(keys, references, self.track_loss_weight)
 
     # ------------------------------------------------------------------ online inference
     def inference_frame(
