@@ -286,14 +286,15 @@ class CondInst(nn.Module):
     # ------------------------------------------------------------------------------ inference
     @torch.no_grad()
     def inference(self, images, locations, logits, bbox_reg, ctrness, params, mask_feats,
-                  id_logits=None) -> List[Instances]:
+                  id_logits=None, embeddings=None) -> List[Instances]:
         """Per image: per-level threshold + top-k, score sqrt(cls * ctr), class-aware NMS, masks.
         Returns Instances at the network input size with ``mask_probs`` (R, h, w), ``class_probs``
-        (R, K) (the class probabilities of each detection's location) and, with ``id_logits``,
-        ``id_probs`` (R, num_ids + 1): the ID branch's sigmoids and 0 for background."""
+        (R, K) (the class probabilities of each detection's location); with ``id_logits``,
+        ``id_probs`` (R, num_ids + 1): the ID branch's sigmoids and 0 for background; with
+        ``embeddings`` (per level (N, D, Hl, Wl)), ``embeddings`` (R, D) at each detection's location."""
         results = []
         for n, image_size in enumerate(images.image_sizes):
-            boxes, scores, classes, locs, sizes, prm, cprobs, iprobs = [], [], [], [], [], [], [], []
+            boxes, scores, classes, locs, sizes, prm, cprobs, iprobs, embs = [], [], [], [], [], [], [], [], []
             for lvl, stride in enumerate(self.strides):
                 prob = logits[lvl][n].sigmoid().flatten(1).t()  # (HW, K)
                 ctr = ctrness[lvl][n, 0].sigmoid().flatten()  # (HW,)
@@ -314,6 +315,8 @@ class CondInst(nn.Module):
                 cprobs.append(prob[loc_idx])
                 if id_logits is not None:
                     iprobs.append(id_logits[lvl][n].flatten(1).t()[loc_idx].sigmoid())
+                if embeddings is not None:
+                    embs.append(embeddings[lvl][n].flatten(1).t()[loc_idx])
             boxes, scores, classes = Boxes(cat(boxes)), cat(scores), cat(classes)
             boxes.clip(image_size)
             keep = batched_nms(boxes.tensor, scores, classes, self.nms_thresh)[: self.detections_per_image]
@@ -325,6 +328,8 @@ class CondInst(nn.Module):
             if id_logits is not None:
                 ip = cat(iprobs)[keep]
                 result.id_probs = torch.cat([ip, ip.new_zeros((len(ip), 1))], dim=1)
+            if embeddings is not None:
+                result.embeddings = cat(embs)[keep]
             im_inds = torch.full((len(keep),), n, dtype=torch.long, device=self.device)
             mask_logits = self.mask_head(mask_feats, im_inds, cat(locs)[keep], cat(sizes)[keep], cat(prm)[keep])
             result.mask_probs = mask_logits[:, 0, : image_size[0], : image_size[1]].sigmoid()

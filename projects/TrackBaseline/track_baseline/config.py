@@ -4,9 +4,10 @@ Usage::
 
     cfg = get_cfg()
     add_trackbaseline_config(cfg)
-    cfg.merge_from_file("projects/TrackBaseline/configs/synthetic_tiny.yaml")
+    cfg.merge_from_file("projects/TrackBaseline/configs/synthetic_tiny.yaml")  # or condinst_synthetic_tiny.yaml
 """
 
+from condinst import add_condinst_config
 from detectron2.config import CfgNode as CN
 
 from iai_d2 import add_iai_config
@@ -14,12 +15,15 @@ from iai_d2 import add_iai_config
 
 def add_trackbaseline_config(cfg):
     """
-    Add the TrackRCNN keys to a Detectron2 config, in place. The iai_d2 keys are added first
-    when missing: the baseline shares IAI's clip sampling (``INPUT.SAMPLING_FRAME_*``), optimizer
-    (``SOLVER.OPTIMIZER``, ``SOLVER.BACKBONE_MULTIPLIER``) and ``TEST.PROGRESS_BAR``.
+    Add the TrackRCNN / TrackCondInst keys to a Detectron2 config, in place. The iai_d2 keys are
+    added first when missing: the baseline shares IAI's clip sampling (``INPUT.SAMPLING_FRAME_*``),
+    optimizer (``SOLVER.OPTIMIZER``, ``SOLVER.BACKBONE_MULTIPLIER``) and ``TEST.PROGRESS_BAR``;
+    so are CondInst's (``MODEL.FCOS``, ``MODEL.CONDINST``), the detector of TrackCondInst.
     """
     if "IAI" not in cfg.MODEL:
         add_iai_config(cfg)
+    if "FCOS" not in cfg.MODEL:
+        add_condinst_config(cfg)
     _C = cfg
 
     _C.MODEL.TRACK_HEAD = CN()
@@ -28,8 +32,11 @@ def add_trackbaseline_config(cfg):
     # of their embeddings; "new instance" is an extra option with affinity 0 (MaskTrack R-CNN).
     _C.MODEL.TRACK_HEAD.FC_DIM = 1024
     _C.MODEL.TRACK_HEAD.EMBED_DIM = 256
+    # TrackCondInst's tracking branch on the FPN levels of the FCOS head: NUM_CONVS x (Conv3x3 +
+    # MODEL.FCOS.NORM + ReLU) -> Conv3x3 to EMBED_DIM, one embedding per location (FC_DIM unused).
+    _C.MODEL.TRACK_HEAD.NUM_CONVS = 2
     # Weight of loss_track, the cross-entropy over [new, reference instances] of the foreground
-    # proposals of each key frame.
+    # proposals (TrackCondInst: the FCOS positive locations) of each key frame.
     _C.MODEL.TRACK_HEAD.LOSS_WEIGHT = 1.0
 
     # Online inference, one frame at a time.
@@ -43,6 +50,8 @@ def add_trackbaseline_config(cfg):
     # NMS, at most MAX_PER_FRAME, masks de-overlapped (a detection keeping less than
     # MIN_MASK_KEEP of its mask is dropped), masks binarised at MASK_THRESH. Same
     # post-processing as IAI, so the two differ only in how identities are assigned.
+    # TrackCondInst keeps CondInst's detection (MODEL.FCOS.INFERENCE_TH_TEST, class-aware
+    # NMS_TH_TEST), as IAICondInst does, and uses MAX_PER_FRAME, MIN_MASK_KEEP and MASK_THRESH.
     _C.MODEL.TRACK_HEAD.INFERENCE.SCORE_THRESH = 0.05
     _C.MODEL.TRACK_HEAD.INFERENCE.NMS_THRESH = 0.5
     _C.MODEL.TRACK_HEAD.INFERENCE.MAX_PER_FRAME = 10
