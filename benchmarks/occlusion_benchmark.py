@@ -1,19 +1,23 @@
 #!/usr/bin/env python
 """
 Occlusion benchmark (issue 9): IAI, its ablations, the tracking-by-detection baseline and the
-IoU-linking floor, trained with the same budget and seed on one synthetic set with heavy occlusion,
+IoU-linking floor on Mask R-CNN, and IAI and the tracking-by-detection baseline on CondInst
+(issue 11), trained with the same budget and seed on one synthetic set with heavy occlusion,
 scored with the tracking diagnosis (model / IoU-linked / oracle identities on the same detections).
 
     python benchmarks/occlusion_benchmark.py                      # default: <= 90 min on 2 CPU cores
     python benchmarks/occlusion_benchmark.py --device cuda --workers 9   # all variants at once, one GPU
     python benchmarks/occlusion_benchmark.py --quick --variants iai,floor --output /tmp/occ --results /tmp/occ
 
-Recipe: a plain Mask R-CNN (configs/synthetic/maskrcnn_tiny_frames.yaml) is trained on the frames
-of the train videos for --image-iters iterations (the image-model stage); every variant starts
-from it and trains --iters more iterations of 10 frames each (2 clips x 5 frames for IAI, 5 frame
-pairs for TrackBaseline, 10 frames as images for the floor). Each variant is resumable: one whose
-model_final.pth and result.json exist is skipped, one with only model_final.pth is evaluated.
-Writes RESULTS/occlusion.{md,json,png}; data and runs go to OUTPUT (data/, <variant>/).
+Recipe: the plain image model of each detector the chosen variants use (Mask R-CNN,
+configs/synthetic/maskrcnn_tiny_frames.yaml -> OUTPUT/image/; CondInst,
+projects/CondInst/configs/condinst_tiny_frames.yaml -> OUTPUT/image_condinst/) is trained on the
+frames of the train videos for --image-iters iterations (the image-model stage); every variant
+starts from its detector's image model and trains --iters more iterations of 10 frames each (2
+clips x 5 frames for IAI, 5 frame pairs for the Track baselines, 10 frames as images for the
+floor). Each run is resumable: one whose model_final.pth and result.json exist is skipped, one
+with only model_final.pth is evaluated. Writes RESULTS/occlusion.{md,json,png}; data and runs go
+to OUTPUT (data/, <image stage>/, <variant>/).
 """
 import argparse
 import json
@@ -26,7 +30,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _project in ("TrackBaseline", "IoULinkBaseline"):
+for _project in ("CondInst", "TrackBaseline", "IoULinkBaseline"):
     sys.path.insert(0, os.path.join(REPO, "projects", _project))
 
 from iai_d2.utils import atomic_write, filter_library_warnings  # noqa: E402
@@ -37,28 +41,38 @@ import numpy as np  # noqa: E402
 
 TRAIN_NAME, VAL_NAME = "occlusion_bench_train", "occlusion_bench_val"
 FRAMES_NAME = f"{TRAIN_NAME}_frames"
-FRAMES_PER_ITER = 10  # IAI: 2 clips x 5 frames; TrackBaseline: 5 pairs; image model / floor: 10 images
-IMAGE_STAGE = ("image", "configs/synthetic/maskrcnn_tiny_frames.yaml")
+FRAMES_PER_ITER = 10  # IAI: 2 clips x 5 frames; Track baselines: 5 pairs; image model / floor: 10 images
+# detector -> (run name, config) of its image-model stage; "image" keeps the runs made before
+# CondInst joined the benchmark reusable.
+IMAGE_STAGES = OrderedDict([
+    ("maskrcnn", ("image", "configs/synthetic/maskrcnn_tiny_frames.yaml")),
+    ("condinst", ("image_condinst", "projects/CondInst/configs/condinst_tiny_frames.yaml")),
+])
 
 
 def _ablation(name):
     return os.path.join("configs", "synthetic", "ablations", f"{name}.yaml")
 
 
-# name -> (kind, config file, table label). kind: "iai" (IAIRCNN), "track" (TrackRCNN), "floor"
-# (IoULinkRCNN: the image model trained on frames, identities by greedy mask-IoU linking).
+# name -> (kind, config file, table label, detector). kind: "iai" (IAIRCNN, IAICondInst), "track"
+# (TrackRCNN, TrackCondInst), "floor" (IoULinkRCNN: the image model trained on frames, identities
+# by greedy mask-IoU linking); detector: the key of its image-model stage in IMAGE_STAGES.
 VARIANTS = OrderedDict([
-    ("iai", ("iai", "configs/synthetic/iai_tiny.yaml", "IAI (demo config: res3, dense ID)")),
-    ("no_memory", ("iai", _ablation("no_memory"), "IAI w/o local + global memory (ID head only)")),
-    ("no_local", ("iai", _ablation("no_local"), "IAI w/o local memory")),
-    ("no_global", ("iai", _ablation("no_global"), "IAI w/o global memory")),
-    ("no_cls_projector", ("iai", _ablation("no_cls_projector"), "IAI w/o classification projector")),
-    ("roi_id_ce", ("iai", _ablation("roi_id_ce"), "IAI, ROI ID head, CE")),
-    ("roi_id_focal", ("iai", _ablation("roi_id_focal"), "IAI, ROI ID head, focal")),
+    ("iai", ("iai", "configs/synthetic/iai_tiny.yaml", "IAI (demo config: res3, dense ID)", "maskrcnn")),
+    ("no_memory", ("iai", _ablation("no_memory"), "IAI w/o local + global memory (ID head only)", "maskrcnn")),
+    ("no_local", ("iai", _ablation("no_local"), "IAI w/o local memory", "maskrcnn")),
+    ("no_global", ("iai", _ablation("no_global"), "IAI w/o global memory", "maskrcnn")),
+    ("no_cls_projector", ("iai", _ablation("no_cls_projector"), "IAI w/o classification projector", "maskrcnn")),
+    ("roi_id_ce", ("iai", _ablation("roi_id_ce"), "IAI, ROI ID head, CE", "maskrcnn")),
+    ("roi_id_focal", ("iai", _ablation("roi_id_focal"), "IAI, ROI ID head, focal", "maskrcnn")),
     ("track", ("track", "projects/TrackBaseline/configs/synthetic_tiny.yaml",
-               "TrackBaseline (MaskTrack-style)")),
+               "TrackBaseline (MaskTrack-style)", "maskrcnn")),
     ("floor", ("floor", "projects/IoULinkBaseline/configs/iou_link_tiny.yaml",
-               "floor: image model + IoU linking")),
+               "floor: image model + IoU linking", "maskrcnn")),
+    ("iai_condinst", ("iai", "projects/CondInst/configs/iai_condinst_tiny.yaml",
+                      "IAI + CondInst (res4, dense ID)", "condinst")),
+    ("condinst_track", ("track", "projects/TrackBaseline/configs/condinst_synthetic_tiny.yaml",
+                        "CondInst Track (MaskTrack-style)", "condinst")),
 ])
 
 # Default and --quick settings. The default budget fits 90 min on 2 CPU cores (see README).
@@ -174,22 +188,29 @@ def _schedule(iters):
             "SOLVER.WARMUP_ITERS", max(1, iters // 10), "SOLVER.CHECKPOINT_PERIOD", iters + 1]
 
 
-def build_cfg(kind, config, run_dir, weights, iters, settings, device, quick):
-    """The frozen training config of one run (image stage or variant)."""
+def build_cfg(kind, config, run_dir, weights, iters, settings, device, quick, detector="maskrcnn"):
+    """The frozen training config of one run (image stage or variant) of ``detector`` (a key of
+    IMAGE_STAGES)."""
     from detectron2.config import get_cfg
 
     from iai_d2 import add_iai_config
 
     cfg = get_cfg()
-    if kind == "track":
+    if kind == "track":  # TrackRCNN and TrackCondInst keys
         from track_baseline import add_trackbaseline_config
 
         add_trackbaseline_config(cfg)
+    elif detector == "condinst":
+        from condinst import add_condinst_config
+
+        add_condinst_config(cfg)
     else:
         add_iai_config(cfg)
     cfg.merge_from_file(os.path.join(REPO, config))
     on_frames = kind in ("image", "floor")
-    opts = [
+    opts = [] if detector != "condinst" else [  # the diagnosis reads the class count there
+        "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.FCOS.NUM_CLASSES]
+    opts += [
         "DATASETS.TRAIN", (FRAMES_NAME if on_frames else TRAIN_NAME,), "DATASETS.TEST", (),
         "MODEL.WEIGHTS", weights, "MODEL.DEVICE", device, "SEED", settings["seed"], "OUTPUT_DIR", run_dir,
         "TEST.PROGRESS_BAR", False, *_schedule(iters),
@@ -245,14 +266,15 @@ def evaluate(cfg, weights, output_dir):
 
 def run(name, output, settings, device, threads, quick):
     """
-    Train (unless model_final.pth exists) and evaluate one variant, or the image stage
-    (``name == "image"``, not evaluated), in a process of its own: its stdout and stderr go to
-    ``<output>/<name>/log.txt``. Writes and returns ``<output>/<name>/result.json``.
+    Train (unless model_final.pth exists) and evaluate one variant, or an image stage (``name``
+    a run name of IMAGE_STAGES, not evaluated), in a process of its own: its stdout and stderr go
+    to ``<output>/<name>/log.txt``. Writes and returns ``<output>/<name>/result.json``.
     """
+    stages = {stage: (detector, config) for detector, (stage, config) in IMAGE_STAGES.items()}
     run_dir = os.path.join(output, name)
     final = os.path.join(run_dir, "model_final.pth")
     result_file = os.path.join(run_dir, "result.json")
-    iters = settings["image_iters" if name == "image" else "iters"]
+    iters = settings["image_iters" if name in stages else "iters"]
     if os.path.isfile(final) and os.path.isfile(result_file):
         with open(result_file) as f:
             result = json.load(f)
@@ -268,20 +290,24 @@ def run(name, output, settings, device, threads, quick):
     import torch
     from detectron2.utils.logger import setup_logger
 
+    import condinst  # noqa: F401  (registers CondInst, IAICondInst)
     import iou_link_baseline  # noqa: F401  (registers IoULinkRCNN)
-    import track_baseline  # noqa: F401  (registers TrackRCNN)
+    import track_baseline  # noqa: F401  (registers TrackRCNN, TrackCondInst)
 
     torch.set_num_threads(threads)
     for logger_name in ("detectron2", "iai_d2"):
         setup_logger(name=logger_name, abbrev_name="d2" if logger_name == "detectron2" else logger_name)
     register_datasets(os.path.join(output, "data"))
-    kind, config = IMAGE_STAGE if name == "image" else VARIANTS[name][:2]
-    weights = "" if name == "image" else os.path.join(output, "image", "model_final.pth")
-    cfg = build_cfg(kind, config, run_dir, weights, iters, settings, device, quick)
+    if name in stages:
+        kind, (detector, config), weights = "image", stages[name], ""
+    else:
+        kind, config, _, detector = VARIANTS[name]
+        weights = os.path.join(output, IMAGE_STAGES[detector][0], "model_final.pth")
+    cfg = build_cfg(kind, config, run_dir, weights, iters, settings, device, quick, detector)
     result = dict(variant=name, config=config, device=device, iters=iters, threads=threads)
     if not os.path.isfile(final):
         result["train_sec"], result["sec_per_iter"] = train(cfg)
-    if name != "image":
+    if name not in stages:
         start = time.perf_counter()
         result["diagnosis"] = evaluate(cfg, final, os.path.join(run_dir, "diagnosis"))
         result["eval_sec"] = time.perf_counter() - start
@@ -335,9 +361,9 @@ def markdown(report):
         f"{stats['videos']} videos with two or more instances of one class (look-alikes: one shape, "
         "texture and colour +-30 per class).",
         "",
-        f"Budget: every variant starts from the same image model (Mask R-CNN on frames, "
-        f"{s['image_iters']} iterations) and trains {s['iters']} iterations of {FRAMES_PER_ITER} frames, "
-        f"seed {s['seed']}. Training time (median s/iter, first iterations excluded): "
+        f"Budget: every variant starts from the image model of its detector (Mask R-CNN or CondInst "
+        f"on frames, {s['image_iters']} iterations) and trains {s['iters']} iterations of "
+        f"{FRAMES_PER_ITER} frames, seed {s['seed']}. Training time (median s/iter, first iterations excluded): "
         f"{timing or 'n/a (all runs reused)'}.",
         "",
         "Columns: AP .. ID switches score each variant's own identities (the floor's are IoU-linked); "
@@ -387,13 +413,18 @@ def main(args):
                   quick=args.quick)
     failures = []
     # One fresh process per run: own log file, own torch state, memory returned after each run.
+    stages = [stage for detector, (stage, _) in IMAGE_STAGES.items()
+              if any(VARIANTS[name][3] == detector for name in args.variants)]
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
-        try:
-            runs = OrderedDict([("image", pool.submit(run, "image", **common).result())])
-        except Exception as e:
-            log = os.path.join(output, "image", "log.txt")
-            sys.exit(f"error: image-model stage: {_one_line(e)} (log: {log})")
-        print(f"image model trained ({os.path.join(output, 'image', 'model_final.pth')})", flush=True)
+        stage_futures = [(stage, pool.submit(run, stage, **common)) for stage in stages]
+        runs = OrderedDict()
+        for stage, future in stage_futures:
+            try:
+                runs[stage] = future.result()
+            except Exception as e:
+                log = os.path.join(output, stage, "log.txt")
+                sys.exit(f"error: image-model stage {stage}: {_one_line(e)} (log: {log})")
+            print(f"image model trained ({os.path.join(output, stage, 'model_final.pth')})", flush=True)
         futures = {pool.submit(run, name, **common): name for name in args.variants}
         for future in as_completed(futures):
             name = futures[future]
