@@ -11,11 +11,12 @@ Re-implemented on NumPy + ``pycocotools.mask`` (no vendored cocoapi fork):
   to 100, GT ``ignore`` = ``iscrowd``, 101-point interpolated precision, maxDets 1/10/100;
   categories without GT are excluded from the means.
 
-Speed: RLE strings are parsed only by pycocotools' C code, once for the frame areas (all tracks
-together, 255 masks per call) and, where a GT track of the same category has a mask in that frame,
-once more in the single ``mask_util.iou`` call of its video (see ``_intersections``). Inputs are
-validated per track and in one pass over all strings; anything unusual (polygons, uncompressed or
-bytes counts, an error to report) takes the per-track path, which builds the same tracks.
+Speed: all RLE strings of a file are decoded together, vectorised with NumPy (``_rle_sums``), for
+the frame areas and the exact run-length totals (an RLE whose runs do not cover height x width makes
+pycocotools' IoU loop forever); pycocotools' C code parses a string again only where a GT track of
+the same category has a mask in that frame, in the single ``mask_util.iou`` call of its video (see
+``_intersections``). Anything unusual (polygons, uncompressed or bytes counts, an error to report)
+takes the per-track path, which builds the same tracks or names the entry and frame at fault.
 """
 import contextlib
 import gc
@@ -222,79 +223,134 @@ def _check_counts_alphabet(tracks, where_of):
 # Longest accepted value: 6 characters carry 30 bits, so |value| < 2**29 (pycocotools' own int arithmetic
 # is exact there; a valid encoder needs 7 only for frames of 2**29 pixels or more).
 _MAX_VALUE_CHARS = 6
-_CHUNK_CHARS = 1 << 22
+# Characters per decoding step: small enough that the step's arrays stay in the CPU caches
+_CHUNK_CHARS = 1 << 18
 
 
 def _rle_totals(counts):
     """(N,) int64 sum of the run lengths of compressed RLE count strings (str or bytes), or -1.
 
-    Decodes pycocotools' format: per value, characters c - 48 carry 5 data bits (low first) and a
-    continuation bit 0x20; the last character's 0x10 bit sign-extends; from the fourth value on, a
-    value is a delta to the count two places back. -1 marks a string that is not a valid encoding:
-    a character outside '0'..'o', a value cut off at the end or longer than 6 characters, or a
-    negative run length.
+    -1 marks a string that is not a valid encoding: a character outside '0'..'o', a value cut off at
+    the end or longer than 6 characters, or a negative run length.
     """
     raw = [c if type(c) is bytes else c.encode("utf-8") for c in counts]
-    out = np.empty(len(raw), dtype=np.int64)
-    start = 0
-    while start < len(raw):
-        stop, size = start, 0
-        while stop < len(raw) and (size < _CHUNK_CHARS or stop == start):
-            size += len(raw[stop])
-            stop += 1
-        out[start:stop] = _rle_totals_chunk(raw[start:stop])
-        start = stop
-    return out
+    lens = np.fromiter(map(len, raw), dtype=np.int64, count=len(raw))
+    return _rle_sums(np.frombuffer(b"".join(raw), dtype=np.uint8), lens)[0]
 
 
-def _rle_totals_chunk(raw):
-    n = len(raw)
-    lens = np.fromiter(map(len, raw), dtype=np.int64, count=n)
+def _rle_sums(chars, lens):
+    """Run-length totals and mask areas of compressed RLE strings, decoded together with NumPy.
+
+    chars: (C,) uint8, the strings concatenated; lens: (N,) int64 their lengths. Returns (totals,
+    areas), both (N,) int64: the sum of all run lengths (-1 where the string is not a valid encoding,
+    as in ``_rle_totals``) and of the odd-indexed (foreground) ones, pycocotools' area.
+
+    pycocotools' format (maskApi.c rleFrString): per value, characters c - 48 carry 5 data bits
+    (low first) and a continuation bit 0x20; the last character's 0x10 bit sign-extends; from the
+    fourth value on, a value is a delta to the count two places back. So the counts of a string are
+    running sums along two chains, the odd-indexed values from index 1 and the even-indexed ones
+    from index 2 (index 0 stands alone). The values of all strings are numbered together and split
+    by the parity of that number into two arrays whose cumulative sums are every chain's running
+    sums at once, less the sum before the chain's first value: a string's counts are non-negative
+    iff each chain's minimum is at least that base, and its totals are segment sums (reduceat).
+    Strings are decoded in steps of about _CHUNK_CHARS characters.
+    """
+    ends = np.cumsum(lens)
+    totals, areas = np.empty(lens.size, dtype=np.int64), np.empty(lens.size, dtype=np.int64)
+    s0 = 0
+    while s0 < lens.size:
+        c0 = int(ends[s0] - lens[s0])
+        s1 = max(int(np.searchsorted(ends, c0 + _CHUNK_CHARS, side="right")), s0 + 1)
+        totals[s0:s1], areas[s0:s1] = _rle_sums_chunk(chars[c0: int(ends[s1 - 1])], lens[s0:s1])
+        s0 = s1
+    return totals, areas
+
+
+def _rle_sums_chunk(chars, lens):
+    n = lens.size
     ends = np.cumsum(lens)
     starts = ends - lens
-    d = np.frombuffer(b"".join(raw), dtype=np.uint8) - np.uint8(48)  # wraps below "0": >= 64 is bad
+    d = chars - np.uint8(48)  # wraps below "0": >= 64 is outside the alphabet
     bad = np.zeros(n, dtype=bool)
-    outside = np.flatnonzero(d >= 64)
-    if outside.size:
+    if d.size and d.max() >= 64:
+        outside = np.flatnonzero(d >= 64)
         bad[np.searchsorted(ends, outside, side="right")] = True
         d[outside] = 0
     last = ends[lens > 0] - 1
     bad[lens > 0] |= d[last] >= 32  # value cut off at the end of the string
     d[last] &= 31  # keep a bad string's characters out of the next string's values
-    vend = np.flatnonzero(d < 32)
-    vstart = np.empty_like(vend)
-    vstart[:1] = 0
-    vstart[1:] = vend[:-1] + 1
-    vlen = vend - vstart + 1
-    owner = np.searchsorted(ends, vend, side="right")
-    if vlen.max(initial=1) > _MAX_VALUE_CHARS:
-        bad[owner[vlen > _MAX_VALUE_CHARS]] = True
-    x = (d[vend] & 31).astype(np.int64)  # one-character values: the last character is the first
-    multi = np.flatnonzero(vlen > 1)
-    if multi.size:
-        ml, ms = np.minimum(vlen[multi], _MAX_VALUE_CHARS), vstart[multi]
-        xm = np.zeros(multi.size, dtype=np.int64)
-        for k in range(int(ml.max())):
-            sel = ml > k
-            xm[sel] |= (d[ms[sel] + k] & 31).astype(np.int64) << (5 * k)
-        x[multi] = xm
-    neg = (d[vend] & 16) != 0
-    x[neg] -= np.int64(1) << (5 * np.minimum(vlen[neg], _MAX_VALUE_CHARS))
-    first = np.searchsorted(vend, starts)  # index of each string's first value
-    j = np.arange(vend.size) - first[owner]  # value index within its string
-    # count j = x_j + count j-2 for j > 2: running sums along the odd chain (from 1) and even (from 2)
-    counts = x.copy()
-    for parity, begin in ((1, 1), (0, 2)):
-        chain = np.where((j >= begin) & ((j & 1) == parity), x, 0)
-        run = np.cumsum(chain)
-        # subtract the running sum before the string's first value
-        base = np.concatenate([[0], run])[first]
-        counts = np.where((j >= begin) & ((j & 1) == parity), run - base[owner], counts)
-    if counts.size:
-        bad[owner[counts < 0]] = True
-    totals = np.bincount(owner, weights=counts.astype(np.float64), minlength=n).astype(np.int64)
+    final = d < 32  # the last character of a value
+    cont = np.flatnonzero(~final)  # the other characters (few: most values take one)
+    top = d[final].view(np.int8)  # (V,) last character of each value: 5 bits, the high one the sign
+    top ^= 16
+    top -= 16
+    num_v = top.size
+    v_start = starts - np.searchsorted(cont, starts)  # index of each string's first value
+    v_count = np.diff(v_start, append=num_v)
+    # value arrays by the parity of the value index (even, odd), int64, exact for |value| < 2**29
+    cols = [top[0::2].astype(np.int64), top[1::2].astype(np.int64)]
+
+    def get(idx):
+        odd = (idx & 1).astype(bool)
+        out = np.empty(idx.size, dtype=np.int64)
+        out[~odd], out[odd] = cols[0][idx[~odd] >> 1], cols[1][idx[odd] >> 1]
+        return out
+
+    def put(idx, values):
+        odd = (idx & 1).astype(bool)
+        cols[0][idx[~odd] >> 1], cols[1][idx[odd] >> 1] = values[~odd], values[odd]
+
+    if cont.size:  # values of several characters: add the low characters, shift the top one
+        rank = np.arange(cont.size)
+        value = cont - rank  # index of the value each continuation character belongs to
+        first = np.flatnonzero(np.diff(value, prepend=-1))
+        num_low = np.diff(first, append=cont.size)  # continuation characters per multi-char value
+        shift = rank - np.repeat(first, num_low)
+        if num_low.max() >= _MAX_VALUE_CHARS:
+            bad[np.searchsorted(v_start, value[first][num_low >= _MAX_VALUE_CHARS], side="right") - 1] = True
+            shift = np.minimum(shift, _MAX_VALUE_CHARS - 1)
+            num_low = np.minimum(num_low, _MAX_VALUE_CHARS - 1)
+        low = np.add.reduceat((d[cont] & np.uint8(31)).astype(np.int64) << (5 * shift), first)
+        idx = value[first]
+        put(idx, low + (get(idx) << (5 * num_low)))
+    nonempty = v_count > 0
+    v0 = v_start[nonempty]
+    head = np.zeros(n, dtype=np.int64)  # count 0: the first value, outside both chains
+    head[nonempty] = get(v0)
+    put(v0, np.zeros(v0.size, dtype=np.int64))
+    for col in cols:
+        np.cumsum(col, out=col)
+    # chain sums before each string: the chain with index 0 starts at 2 (value 0 is zeroed, so the
+    # running sum at index 0 is its base); the other starts at 1, its base is the sum just before
+    base_same, base_other = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    base_same[nonempty] = get(v0)
+    before = v0 > 0
+    base_other[np.flatnonzero(nonempty)[before]] = get(v0[before] - 1)
+    parity = v_start & 1
+    sums, mins, sizes = np.zeros((2, n), dtype=np.int64), np.zeros((2, n), dtype=np.int64), [None, None]
+    maxs = np.zeros((2, n), dtype=np.int64)
+    check_max = v_count.max(initial=0) >= 1 << 17  # else the totals cannot wrap around int64
+    for p, col in enumerate(cols):
+        r0 = (v_start - p + 1) // 2  # the string's rows in this parity's array: [r0, r1)
+        sizes[p] = (v_start + v_count - p + 1) // 2 - r0
+        sel = np.flatnonzero(sizes[p] > 0)
+        if sel.size:  # rows of consecutive strings are contiguous: each segment ends at the next one
+            sums[p, sel] = np.add.reduceat(col, r0[sel])
+            mins[p, sel] = np.minimum.reduceat(col, r0[sel])
+            if check_max:
+                maxs[p, sel] = np.maximum.reduceat(col, r0[sel])
+    rows = np.arange(n)
+    same, other = parity, 1 - parity  # the chain holding index 0, 2, 4, ... and the one of 1, 3, ...
+    size_same, size_other = np.choose(same, sizes), np.choose(other, sizes)
+    areas = sums[other, rows] - size_other * base_other
+    totals = head + areas + sums[same, rows] - size_same * base_same
+    bad |= head < 0
+    bad |= (size_other > 0) & (mins[other, rows] < base_other)
+    bad |= mins[same, rows] < base_same
+    if check_max:  # a count of 2**32 or more is no pycocotools count either
+        bad |= (maxs[other, rows] - base_other >= 1 << 32) | (maxs[same, rows] - base_same >= 1 << 32)
     totals[bad] = -1
-    return totals
+    return totals, areas
 
 
 def _check_counts_totals(tracks, where_of):
@@ -317,18 +373,6 @@ def _check_counts_totals(tracks, where_of):
                          f"height x width = {int(pixels[bad[0]])})")
 
 
-# pycocotools 2.0.x ``mask.area`` fails on 256 or more RLEs in one call (an uint8 length array).
-_AREA_CALL = 255
-
-
-def _rle_areas(rles):
-    """(N,) int64 pixel counts of RLE dicts, one pycocotools call per _AREA_CALL masks."""
-    out = np.empty(len(rles), dtype=np.int64)
-    for s in range(0, len(rles), _AREA_CALL):
-        out[s: s + _AREA_CALL] = mask_util.area(rles[s: s + _AREA_CALL])
-    return out
-
-
 class _NotBulk(Exception):
     """Input the bulk track builder does not take; the per-track path builds it or names the error."""
 
@@ -337,10 +381,10 @@ def _bulk_frames(segs_lists, sizes):
     """Areas, RLE lists and mask mean areas of many tracks at once, for the common input.
 
     segs_lists: per track its list of segmentations; sizes: per track its video's [height, width].
-    Accepted: every frame falsy (absent) or a dict whose ``counts`` is a str of the COCO alphabet and
-    whose ``size`` equals the track's size, with a mask area in [0, height x width]. Returns
-    (areas, rles, avg_areas): per track an int64 (L,) array, a list (the dict, or None where absent
-    or empty) and the mean non-zero area (0 if none), exactly as ``_make_track`` computes them.
+    Accepted: every frame falsy (absent) or a dict whose ``size`` equals the track's size and whose
+    ``counts`` is a str that decodes (``_rle_sums``) to non-negative runs summing to height x width.
+    Returns (areas, rles, avg_areas): per track an int64 (L,) array, a list (the dict, or None where
+    absent or empty) and the mean non-zero area (0 if none), exactly as ``_make_track`` computes them.
     Raises _NotBulk for anything else (nothing is reported from here: the caller falls back to the
     per-track path, which builds the same tracks or raises the error naming entry and frame).
     """
@@ -369,16 +413,12 @@ def _bulk_frames(segs_lists, sizes):
             raise _NotBulk
         if len(distinct) > 1 and obj_sizes != [sizes[k] for k in owner.tolist()]:
             raise _NotBulk
-        obj_areas = _rle_areas(objs)
-        pixels = np.array([h * w for h, w in sizes], dtype=np.int64)[owner]
-        if np.any((obj_areas < 0) | (obj_areas > pixels)):
-            raise _NotBulk
         if not joined.isascii():
             raise _NotBulk
+        pixels = np.array([h * w for h, w in sizes], dtype=np.int64)[owner]
         chars = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
-        if chars.size and (chars.min() < _RLE_CHARS[0] or chars.max() > _RLE_CHARS[-1]):
-            raise _NotBulk
-        if np.any((_rle_totals(counts) != pixels) & (obj_areas > 0)):
+        totals, obj_areas = _rle_sums(chars, np.fromiter(map(len, counts), dtype=np.int64, count=len(counts)))
+        if np.any(totals != pixels):  # also -1: not a valid encoding (alphabet, cut off, negative run)
             raise _NotBulk
         areas[present] = obj_areas
     ends = np.cumsum(lens).tolist()
