@@ -12,11 +12,14 @@ from iai_d2 import add_iai_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "configs", "synthetic", "iai_tiny.yaml")
+CONDINST_DIR = os.path.join(REPO, "projects", "CondInst")
+CONDINST_TINY_CONFIG = os.path.join(CONDINST_DIR, "configs", "iai_condinst_tiny.yaml")
 
 
-def load_cfg(config_file: str, opts=()):
+def load_cfg(config_file: str, opts=(), add_config=add_iai_config):
+    """``config_file`` merged into a config with ``add_config``'s keys, then ``opts``."""
     cfg = get_cfg()
-    add_iai_config(cfg)
+    add_config(cfg)
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     return cfg
@@ -28,6 +31,14 @@ def as_mask_rcnn(cfg):
     cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
     cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
     cfg.MODEL.ROI_HEADS.NAME = "StandardROIHeads"
+    return cfg
+
+
+def as_condinst(cfg):
+    """The same detector without IAI: CondInst on the plain ResNet-FPN (P3-P7) backbone."""
+    cfg = cfg.clone()
+    cfg.MODEL.META_ARCHITECTURE = "CondInst"
+    cfg.MODEL.BACKBONE.NAME = "build_retinanet_resnet_fpn_backbone"
     return cfg
 
 

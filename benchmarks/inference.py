@@ -3,12 +3,14 @@
 Online inference cost of IAI, in one run on the same frames and weights:
 
 1. seconds / frame of IAI (backbone + HAB + heads + ID assignment + memory update) vs the bare
-   Detectron2 Mask R-CNN (GeneralizedRCNN with the same weights where they are shared);
+   Detectron2 Mask R-CNN (GeneralizedRCNN with the same weights where they are shared), and of
+   IAI + CondInst (IAICondInst) vs the bare CondInst, likewise;
 2. peak RSS after 100 vs after 2,000 frames of a synthetic stream (bounded memory => ratio ~1),
    and the memory held by the association memory, bounded vs unbounded (the paper's);
 3. on a CUDA machine, FPS of the R50 config at 360x640.
 
     python benchmarks/inference.py [--config-file ...] [--weights model_final.pth] [--stream 2000]
+        [--condinst-config ...] [--condinst-weights model_final.pth]
 """
 
 import argparse
@@ -24,14 +26,20 @@ from tabulate import tabulate
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (
+    CONDINST_DIR,
+    CONDINST_TINY_CONFIG,
     REPO,
     TINY_CONFIG,
+    as_condinst,
     as_mask_rcnn,
     load_cfg,
     peak_rss_mib,
     synthetic_videos,
     timed,
 )  # noqa: E402
+
+sys.path.insert(0, CONDINST_DIR)
+from condinst import add_condinst_config  # noqa: E402
 
 
 def load_frames(cfg, records):
@@ -59,7 +67,7 @@ def iai_stream(model, frames, num_frames):
         model.inference_frame(state, image, height, width)
 
 
-def mask_rcnn_frames(model, frames, num_frames):
+def image_model_frames(model, frames, num_frames):
     with torch.no_grad():
         for i in range(num_frames):
             image, height, width = frames[i % len(frames)]
@@ -75,6 +83,9 @@ def main():
     parser.add_argument("--frames", type=int, default=24, help="frames per timed run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--stream", type=int, default=2000, help="length of the memory stream")
+    parser.add_argument("--condinst-config", default=CONDINST_TINY_CONFIG, help="IAICondInst config")
+    parser.add_argument("--condinst-weights", default="",
+                        help="IAICondInst checkpoint (default: random init, FCOS score threshold 0)")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
 
@@ -124,18 +135,38 @@ def main():
         f"memory tensors unbounded / bounded after {args.stream} frames: {rows[3][3] / rows[1][3]:.1f}x"
     )
 
-    t_base = timed(lambda: mask_rcnn_frames(baseline, frames, args.frames), args.repeats) / args.frames
+    # CondInst and IAI + CondInst, the same way. Untrained FCOS logits sit at the 0.01 prior,
+    # below the 0.05 score threshold: with random init the threshold is 0, so both run their masks.
+    ci_opts = [] if args.condinst_weights else ["MODEL.FCOS.INFERENCE_TH_TEST", 0.0]
+    ci_cfg = load_cfg(args.condinst_config, ci_opts + list(args.opts), add_condinst_config)
+    iai_ci = build_model(ci_cfg).eval()
+    if args.condinst_weights:
+        DetectionCheckpointer(iai_ci).load(args.condinst_weights)
+    condinst = build_model(as_condinst(ci_cfg)).eval()
+    missing = condinst.load_state_dict(iai_ci.state_dict(), strict=False)
+    assert not missing.missing_keys, missing.missing_keys  # every CondInst weight comes from IAI + CondInst
+
+    t_base = timed(lambda: image_model_frames(baseline, frames, args.frames), args.repeats) / args.frames
     t_iai = timed(lambda: iai_stream(iai, frames, args.frames), args.repeats) / args.frames
+    t_ci = timed(lambda: image_model_frames(condinst, frames, args.frames), args.repeats) / args.frames
+    t_iai_ci = timed(lambda: iai_stream(iai_ci, frames, args.frames), args.repeats) / args.frames
+    print(f"CondInst weights: {args.condinst_weights or 'random init, FCOS score threshold 0'}")
     print(
         tabulate(
-            [["Mask R-CNN", t_base, 1.0 / t_base, 1.0], ["IAI (online)", t_iai, 1.0 / t_iai, t_iai / t_base]],
+            [
+                ["Mask R-CNN", t_base, 1.0 / t_base, 1.0],
+                ["IAI (online)", t_iai, 1.0 / t_iai, t_iai / t_base],
+                ["CondInst", t_ci, 1.0 / t_ci, 1.0],
+                ["IAI + CondInst (online)", t_iai_ci, 1.0 / t_iai_ci, t_iai_ci / t_ci],
+            ],
             headers=["model", "s / frame", "FPS", "ratio"],
             floatfmt=".4f",
         )
     )
     print(
-        "(Mask R-CNN: per-class NMS and masks for up to TEST.DETECTIONS_PER_IMAGE boxes; IAI: class-agnostic "
-        "NMS and masks for MODEL.IAI.INFERENCE.MAX_PER_FRAME boxes)"
+        "(ratio: against the plain detector of the same family in this run, Mask R-CNN or CondInst. "
+        "Mask R-CNN / CondInst: NMS and masks for up to TEST.DETECTIONS_PER_IMAGE boxes; IAI: class-agnostic "
+        "NMS (IAI + CondInst: CondInst's NMS) and masks for MODEL.IAI.INFERENCE.MAX_PER_FRAME boxes)"
     )
 
     if torch.cuda.is_available():
