@@ -122,3 +122,25 @@ def test_occlusion_benchmark_quick_writes_the_table_and_resumes(tmp_path):
     # Other data settings in the same output folder are refused in one line.
     proc = run_benchmark(tmp_path, "--frames", "7")
     assert proc.returncode != 0 and proc.stderr.strip().startswith("error:") and "--output" in proc.stderr
+
+
+def test_occlusion_benchmark_quick_runs_the_condinst_rows(tmp_path):
+    """IAI + CondInst and CondInst Track start from the CondInst image stage (image_condinst/);
+    the Mask R-CNN stage (image/) is not trained when no Mask R-CNN variant is asked for."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, BENCHMARK, "--quick", "--variants", "iai_condinst,condinst_track", "--threads", "1",
+         "--output", str(tmp_path / "work"), "--results", str(tmp_path / "results")],
+        env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    report = json.loads((tmp_path / "results" / "occlusion.json").read_text())
+    assert [row[0] for row in report["table"]] == ["IAI + CondInst (res4, dense ID)", "CondInst Track (MaskTrack-style)"]
+    for row in report["table"]:
+        assert all(0.0 <= ap <= 100.0 for ap in (row[1], row[7], row[8])) and row[6] >= 0
+    work = tmp_path / "work"
+    assert (work / "image_condinst" / "model_final.pth").is_file() and not (work / "image").exists()
+    for name, arch in (("iai_condinst", "IAICondInst"), ("condinst_track", "TrackCondInst")):
+        log = (work / name / "log.txt").read_text()
+        assert f"Model:\n{arch}(" in log  # the model Detectron2's trainer prints
+        assert f"Loading from {work / 'image_condinst' / 'model_final.pth'}" in log  # the CondInst image model

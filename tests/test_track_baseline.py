@@ -1,5 +1,6 @@
 """Tracking-by-detection baseline (projects/TrackBaseline): matching on hand-built embeddings, a CPU
-training step, memorising one clip, train_net.py training + --eval-only submission, streaming."""
+training step, memorising one clip, train_net.py training + --eval-only submission, streaming; and
+CondInst Track (TrackCondInst): reference embeddings, a training step, online and video inference."""
 import json
 import os
 import subprocess
@@ -21,9 +22,21 @@ from iai_d2.predictor import VideoPredictor
 
 PROJECT = os.path.join(os.path.dirname(__file__), "..", "projects", "TrackBaseline")
 sys.path.insert(0, PROJECT)
-from track_baseline import TrackMemory, add_trackbaseline_config, affinity_logits, assign_tracks  # noqa: E402
+from track_baseline import (  # noqa: E402
+    TrackCondInst,
+    TrackMemory,
+    TrackRCNN,
+    TrackVideoModel,
+    add_trackbaseline_config,
+    affinity_logits,
+    assign_tracks,
+)
+from track_baseline.condinst_track import instance_embeddings  # noqa: E402
+
+from test_modeling_meta_arch import make_clip  # noqa: E402
 
 TINY_CONFIG = os.path.join(PROJECT, "configs", "synthetic_tiny.yaml")
+CONDINST_TINY_CONFIG = os.path.join(PROJECT, "configs", "condinst_synthetic_tiny.yaml")
 COEFFS = (1.0, 2.0, 10.0)
 
 
@@ -232,3 +245,69 @@ def test_video_predictor_streams_with_unique_ids(trained_baseline, e2e_settings)
     predictor.reset()
     first = predictor(frames[0])
     assert sorted(first.ID.tolist()) == list(range(len(first)))  # a new video numbers from 0
+
+
+# ------------------------------------------------------------------------------ CondInst Track
+def condinst_track(seed=0):
+    cfg = get_cfg()
+    add_trackbaseline_config(cfg)
+    cfg.merge_from_file(CONDINST_TINY_CONFIG)
+    torch.manual_seed(seed)
+    return build_model(cfg)
+
+
+def test_condinst_track_shares_the_video_logic_with_track_rcnn():
+    assert issubclass(TrackCondInst, TrackVideoModel) and issubclass(TrackRCNN, TrackVideoModel)
+    for name in ("forward", "forward_clips", "new_video_state", "inference_frame", "inference_video"):
+        assert getattr(TrackCondInst, name) is getattr(TrackRCNN, name) is getattr(TrackVideoModel, name), name
+
+
+def test_reference_embedding_is_the_mean_over_an_instance_positive_locations():
+    embeddings = torch.tensor([[9.0, 9.0], [1.0, 2.0], [3.0, 4.0], [5.0, 0.0], [9.0, 9.0]])
+    matched = torch.tensor([-1, 0, 0, 2, -1])  # instance 1 (id 8) has no positive location
+    emb, ids = instance_embeddings(embeddings, matched, torch.tensor([7, 8, 9]))
+    assert torch.equal(emb, torch.tensor([[2.0, 3.0], [5.0, 0.0]])) and ids.tolist() == [7, 9]
+
+
+def test_condinst_track_training_step_gives_finite_losses_and_track_gradients(one_torch_thread):
+    model = condinst_track()
+    model.train()
+    # Pairs (reference, key): a new instance (2) in the key frame, one that left (1).
+    clips = [make_clip(1, [[0, 1], [0, 2]]), make_clip(2, [[3], [3, 1]])]
+    with EventStorage(0) as storage:
+        losses = model(clips)
+        accuracy = storage.latest()["track_head/accuracy"][0]
+    assert set(losses) == {"loss_fcos_cls", "loss_fcos_loc", "loss_fcos_ctr", "loss_mask", "loss_track"}
+    assert all(bool(torch.isfinite(v)) for v in losses.values()), losses
+    assert losses["loss_track"].item() > 0 and 0.0 <= accuracy <= 1.0
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.track_head.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert float(model.track_head.embed.weight.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="SAMPLING_FRAME_NUM >= 2"):
+        model([make_clip(1, [[0]])])
+
+
+def test_condinst_track_keeps_identities_online_and_writes_video_predictions(one_torch_thread):
+    model = condinst_track()
+    model.eval()
+    model.score_thresh = 0.0  # untrained: FCOS probabilities sit at the 0.01 prior ...
+    model.video_score_thresh = 0.0  # ... and so do the video-level track scores
+    model.progress_bar = False
+    image = make_clip(1, [[0, 1, 2]])["image"][0]
+    state = model.new_video_state()
+    outputs = [model.inference_frame(state, image, 96, 128) for _ in range(3)]
+    first = outputs[0]
+    assert len(first) >= 2 and sorted(first.ID.tolist()) == list(range(len(first)))
+    for out in outputs:
+        assert out.pred_masks.shape == (len(out), 96, 128) and out.pred_masks.dtype == torch.bool
+        assert int(out.pred_masks.sum(0).max()) <= 1  # de-overlapped
+        assert out.class_probs.shape == (len(out), 4) and out.embeddings.shape == (len(out), 128)
+        assert len(out) <= model.detections_per_image
+        # The same frame again: the same detections continue their tracks.
+        assert out.ID.tolist() == first.ID.tolist()
+    assert state.frame_idx == 3 and len(state.tracks) == len(first)
+    video = model.inference_video({"frames": [image] * 3, "video_id": 5, "length": 3, "height": 96, "width": 128})
+    assert video["video_id"] == 5 and video["length"] == 3 and len(video["predictions"]) >= 1
+    for pred in video["predictions"]:
+        assert 0 <= pred["category_id"] < 4 and len(pred["segmentations"]) == 3
