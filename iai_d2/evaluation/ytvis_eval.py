@@ -287,8 +287,28 @@ def _rle_sums_chunk(chars, lens):
     num_v = top.size
     v_start = starts - np.searchsorted(cont, starts)  # index of each string's first value
     v_count = np.diff(v_start, append=num_v)
-    # value arrays by the parity of the value index (even, odd), int64, exact for |value| < 2**29
-    cols = [top[0::2].astype(np.int64), top[1::2].astype(np.int64)]
+    y = top.astype(np.int64)  # exact for |value| < 2**29
+    if cont.size:  # values of several characters: add the low characters, shift the top one
+        value = cont - np.arange(cont.size)  # index of the value each continuation character belongs to
+        first = np.flatnonzero(np.diff(value, prepend=-1))
+        num_low = np.diff(first, append=cont.size)  # continuation characters per multi-char value
+        if num_low.max() >= _MAX_VALUE_CHARS:
+            bad[np.searchsorted(v_start, value[first][num_low >= _MAX_VALUE_CHARS], side="right") - 1] = True
+            num_low = np.minimum(num_low, _MAX_VALUE_CHARS - 1)
+        low = (d[cont[first]] & np.uint8(31)).astype(np.int64)
+        for k in range(1, int(num_low.max())):
+            sel = np.flatnonzero(num_low > k)
+            low[sel] |= (d[cont[first[sel] + k]] & np.uint8(31)).astype(np.int64) << (5 * k)
+        idx = value[first]
+        y[idx] = low + (y[idx] << (5 * num_low))
+    nonempty = v_count > 0
+    v0 = v_start[nonempty]
+    head = np.zeros(n, dtype=np.int64)  # count 0: the first value, outside both chains
+    head[nonempty] = y[v0]
+    y[v0] = 0
+    cols = [y[0::2].copy(), y[1::2].copy()]  # values by the parity of their index, then running sums
+    for col in cols:
+        np.cumsum(col, out=col)
 
     def get(idx):
         odd = (idx & 1).astype(bool)
@@ -296,30 +316,6 @@ def _rle_sums_chunk(chars, lens):
         out[~odd], out[odd] = cols[0][idx[~odd] >> 1], cols[1][idx[odd] >> 1]
         return out
 
-    def put(idx, values):
-        odd = (idx & 1).astype(bool)
-        cols[0][idx[~odd] >> 1], cols[1][idx[odd] >> 1] = values[~odd], values[odd]
-
-    if cont.size:  # values of several characters: add the low characters, shift the top one
-        rank = np.arange(cont.size)
-        value = cont - rank  # index of the value each continuation character belongs to
-        first = np.flatnonzero(np.diff(value, prepend=-1))
-        num_low = np.diff(first, append=cont.size)  # continuation characters per multi-char value
-        shift = rank - np.repeat(first, num_low)
-        if num_low.max() >= _MAX_VALUE_CHARS:
-            bad[np.searchsorted(v_start, value[first][num_low >= _MAX_VALUE_CHARS], side="right") - 1] = True
-            shift = np.minimum(shift, _MAX_VALUE_CHARS - 1)
-            num_low = np.minimum(num_low, _MAX_VALUE_CHARS - 1)
-        low = np.add.reduceat((d[cont] & np.uint8(31)).astype(np.int64) << (5 * shift), first)
-        idx = value[first]
-        put(idx, low + (get(idx) << (5 * num_low)))
-    nonempty = v_count > 0
-    v0 = v_start[nonempty]
-    head = np.zeros(n, dtype=np.int64)  # count 0: the first value, outside both chains
-    head[nonempty] = get(v0)
-    put(v0, np.zeros(v0.size, dtype=np.int64))
-    for col in cols:
-        np.cumsum(col, out=col)
     # chain sums before each string: the chain with index 0 starts at 2 (value 0 is zeroed, so the
     # running sum at index 0 is its base); the other starts at 1, its base is the sum just before
     base_same, base_other = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
@@ -843,6 +839,7 @@ def _gt_ignore(gts):
     return crowd[None, :] | _outside([g.avg_area for g in gts])
 
 
+@_gc_paused()  # once for all three steps: the collector is not re-enabled (and run) between them
 def evaluate_ytvis(gt_source, results_source):
     """Convenience: load GT (path/dict) and results (path/zip/list), then evaluate."""
     gt = load_ground_truth(gt_source)
