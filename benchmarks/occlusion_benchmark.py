@@ -6,7 +6,7 @@ IoU-linking floor on Mask R-CNN, and IAI and the tracking-by-detection baseline 
 scored with the tracking diagnosis (model / IoU-linked / oracle identities on the same detections).
 
     python benchmarks/occlusion_benchmark.py                      # default: <= 90 min on 2 CPU cores
-    python benchmarks/occlusion_benchmark.py --device cuda --workers 9   # all variants at once, one GPU
+    python benchmarks/occlusion_benchmark.py --device cuda --workers 11  # all variants at once, one GPU
     python benchmarks/occlusion_benchmark.py --quick --variants iai,floor --output /tmp/occ --results /tmp/occ
 
 Recipe: the plain image model of each detector the chosen variants use (Mask R-CNN,
