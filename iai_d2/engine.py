@@ -21,7 +21,12 @@ from .data import build_clip_train_loader, build_video_test_loader, resolve_ytvi
 from .evaluation import YTVISEvaluator
 from .utils import atomic_write
 
-__all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "build_iai_optimizer", "is_video_split"]
+__all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "build_iai_optimizer", "is_video_split",
+           "launch_or_exit"]
+
+# Errors whose message names the culprit (bad data, config or weights, a diverging loss): the tools
+# end with it as one line ``error: ...`` and exit code 1, from one process or from several.
+ONE_LINE_ERRORS = (FileNotFoundError, ValueError, FloatingPointError)
 
 
 class AtomicCheckpointer(DetectionCheckpointer):
@@ -249,3 +254,43 @@ def train_or_evaluate(cfg, args, trainer_cls=None):
     trainer = trainer_cls(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()
+
+
+class WorkerError(Exception):
+    """One of ONE_LINE_ERRORS raised in a launched process, its message made one line."""
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
+
+
+def _run_worker(main_func, *args):
+    """Body of every launched process. torch.multiprocessing hands a worker's failure to the parent
+    only as the traceback text, whose last line is then ``iai_d2.engine.WorkerError: <message>``."""
+    try:
+        return main_func(*args)
+    except ONE_LINE_ERRORS as e:
+        raise WorkerError(_one_line(e)) from None
+
+
+def launch_or_exit(main_func, args):
+    """Detectron2's ``launch(main_func, ...)`` with the launcher arguments of ``args``
+    (``default_argument_parser``); a bad-input error in this process or in any of the ``--num-gpus``
+    workers ends the program with one line ``error: ...`` and exit code 1 (not the worker's
+    traceback). Other errors propagate unchanged."""
+    from detectron2.engine import launch
+    from torch.multiprocessing.spawn import ProcessRaisedException
+
+    try:
+        launch(_run_worker, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(main_func, args))
+    except WorkerError as e:  # one process: raised right here
+        sys.exit(f"error: {e}")
+    except ProcessRaisedException as e:
+        marker = f"{WorkerError.__module__}.{WorkerError.__qualname__}: "
+        lines = str(e).strip().splitlines()
+        if lines and lines[-1].startswith(marker):
+            sys.exit(f"error: {lines[-1][len(marker):]}")
+        raise
+    except ONE_LINE_ERRORS as e:  # raised by the launcher itself
+        sys.exit(f"error: {_one_line(e)}")

@@ -459,6 +459,25 @@ def test_train_net_eval_only_bad_weights_and_bad_json(run_tool, e2e_settings, sy
     assert not (tmp_path / "out2" / "inference" / "results.json").exists()
 
 
+def test_train_net_two_process_failure_is_one_line(run_tool, e2e_settings, synthetic_vis_root, tmp_path):
+    """A bad split json read inside one of 2 gloo workers: the same one line as with one process, not
+    torch.multiprocessing's worker traceback."""
+    root = tmp_path / "datasets"
+    (root / "synthetic_vis").mkdir(parents=True)
+    src = synthetic_vis_root / "synthetic_vis"
+    os.symlink(src / "valid", root / "synthetic_vis" / "valid")
+    with open(src / "valid.json") as f:
+        valid = json.load(f)
+    valid["categories"] = {"1": "circle"}
+    write_json(root / "synthetic_vis" / "valid.json", valid)
+    proc = run_tool("train_net.py", "--num-gpus", 2, "--dist-url", "auto", "--config-file", e2e_settings.config,
+                    "--eval-only", *e2e_settings.input_opts, "MODEL.WEIGHTS", "", "OUTPUT_DIR", tmp_path / "out",
+                    datasets_root=root, timeout=300)
+    _one_line_error(proc, "valid.json", "'categories'")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "ProcessRaisedException" not in proc.stderr, proc.stderr[-3000:]
+
+
 def test_train_net_training_failure_is_the_last_line(run_tool, e2e_settings, synthetic_vis_root, tmp_path):
     """A missing training frame: the last line is the frame's error (not a KeyError from a hook)."""
     root = tmp_path / "datasets"

@@ -7,20 +7,20 @@ Train or evaluate IAI with Detectron2's launcher.
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file ... --resume
 
-Bad data, config, weights or a diverging loss end with one line ``error: ...`` and exit code 1.
+Bad data, config, weights or a diverging loss end with one line ``error: ...`` and exit code 1, also
+when it happens in one of several ``--num-gpus`` processes.
 """
 
 import os
-import sys
 
 from iai_d2.utils import filter_library_warnings
 
 filter_library_warnings()  # before Detectron2 is imported (also runs in spawned DDP workers)
 
-from detectron2.engine import default_argument_parser, launch  # noqa: E402
+from detectron2.engine import default_argument_parser  # noqa: E402
 
 from iai_d2 import add_iai_config  # noqa: E402
-from iai_d2.engine import setup_cfg, train_or_evaluate  # noqa: E402
+from iai_d2.engine import launch_or_exit, setup_cfg, train_or_evaluate  # noqa: E402
 
 
 def main(args):
@@ -42,16 +42,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
     check_args(parser, args)
     print("Command Line Args:", args)
-    try:
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except (FileNotFoundError, ValueError, FloatingPointError) as e:
-        # Bad data, config or weights, or a diverging loss (Detectron2 names the iteration and the
-        # loss terms): the message names the culprit; one line, no traceback.
-        sys.exit(f"error: {' '.join(str(e).split())}")
+    # Bad data, config or weights, or a diverging loss (Detectron2 names the iteration and the loss
+    # terms), in this process or in a --num-gpus worker: one line naming the culprit, no traceback.
+    launch_or_exit(main, args)
