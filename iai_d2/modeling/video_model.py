@@ -406,6 +406,7 @@ class IAIVideoModel:
             id_probs (K, N+1) (see :meth:`identify`) and targets (K,): the slot where the memory
             held it before this frame, else N-1 ("new"), as the training targets.
         """
+        masks, slots = masks.to(self.device), slots.to(self.device)
         first_frame = state.memory.is_empty
         frame = self._associate_frame(state, image)
         held = None if first_frame else state.memory.held_slots(self.num_ids - 1)[0]
@@ -415,7 +416,7 @@ class IAIVideoModel:
         else:
             targets = id_targets(slots, held, self.num_ids)
         padded_size = tuple(frame["images"].tensor.shape[-2:])
-        id_mask = build_id_mask([masks.to(self.device)], [slots.to(self.device)], self.num_ids, padded_size)
+        id_mask = build_id_mask([masks], [slots], self.num_ids, padded_size)
         births = bool((targets == self.num_ids - 1).any())
         self.backbone.remember(state.memory, id_mask, new_ids=self.new_id_trigger and births)
         state.frame_idx += 1
