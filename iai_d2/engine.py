@@ -273,6 +273,24 @@ def _run_worker(main_func, *args):
         raise WorkerError(_one_line(e)) from None
 
 
+def parse_launch_args(argv=None):
+    """Detectron2's ``default_argument_parser`` arguments with the usage errors a user meets first
+    (no or a missing ``--config-file``, ``--num-gpus`` / ``--num-machines`` < 1) reported by argparse
+    before any process starts; prints the arguments as Detectron2's tools do."""
+    from detectron2.engine import default_argument_parser
+
+    parser = default_argument_parser()
+    args = parser.parse_args(argv)
+    if not args.config_file:
+        parser.error("--config-file is required")
+    if not os.path.isfile(args.config_file):
+        parser.error(f"--config-file {args.config_file} does not exist")
+    if args.num_gpus < 1 or args.num_machines < 1:
+        parser.error("--num-gpus and --num-machines must be >= 1")
+    print("Command Line Args:", args)
+    return args
+
+
 def launch_or_exit(main_func, args):
     """Detectron2's ``launch(main_func, ...)`` with the launcher arguments of ``args``
     (``default_argument_parser``); a bad-input error in this process or in any of the ``--num-gpus``

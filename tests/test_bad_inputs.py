@@ -433,6 +433,20 @@ def test_train_net_usage_and_config_errors(run_tool, e2e_settings, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("script, config", [
+    ("../projects/CondInst/train_net.py", "projects/CondInst/configs/iai_condinst_tiny.yaml"),
+    ("../projects/TrackBaseline/train_net.py", "projects/TrackBaseline/configs/synthetic_tiny.yaml"),
+], ids=["CondInst", "TrackBaseline"])
+def test_project_train_nets_usage_and_config_errors(run_tool, script, config, tmp_path):
+    """The projects' train_net scripts share tools/train_net.py's argument checks and one-line errors."""
+    proc = run_tool(script, "--config-file", tmp_path / "nope.yaml", timeout=120)
+    assert proc.returncode == 2 and "nope.yaml does not exist" in proc.stderr, proc.stderr[-2000:]
+    proc = run_tool(script, "--config-file", config, "--eval-only", "MODEL.NO_SUCH_KEY", 1,
+                    "OUTPUT_DIR", tmp_path / "out", timeout=120)
+    _one_line_error(proc, "MODEL.NO_SUCH_KEY")
+    assert "Traceback" not in proc.stderr
+
+
 def test_train_net_eval_only_bad_weights_and_bad_json(run_tool, e2e_settings, synthetic_vis_root, tmp_path):
     weights = tmp_path / "weights.pth"
     weights.write_text("not a checkpoint")

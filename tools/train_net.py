@@ -11,37 +11,21 @@ Bad data, config, weights or a diverging loss end with one line ``error: ...`` a
 when it happens in one of several ``--num-gpus`` processes.
 """
 
-import os
 
 from iai_d2.utils import filter_library_warnings
 
 filter_library_warnings()  # before Detectron2 is imported (also runs in spawned DDP workers)
 
-from detectron2.engine import default_argument_parser  # noqa: E402
-
 from iai_d2 import add_iai_config  # noqa: E402
-from iai_d2.engine import launch_or_exit, setup_cfg, train_or_evaluate  # noqa: E402
+from iai_d2.engine import launch_or_exit, parse_launch_args, setup_cfg, train_or_evaluate  # noqa: E402
 
 
 def main(args):
     return train_or_evaluate(setup_cfg(args, add_iai_config), args)
 
 
-def check_args(parser, args):
-    """Usage errors for the launcher arguments (before any process is started)."""
-    if not args.config_file:
-        parser.error("--config-file is required")
-    if not os.path.isfile(args.config_file):
-        parser.error(f"--config-file {args.config_file} does not exist")
-    if args.num_gpus < 1 or args.num_machines < 1:
-        parser.error("--num-gpus and --num-machines must be >= 1")
-
-
 if __name__ == "__main__":
-    parser = default_argument_parser()
-    args = parser.parse_args()
-    check_args(parser, args)
-    print("Command Line Args:", args)
+    args = parse_launch_args()
     # Bad data, config or weights, or a diverging loss (Detectron2 names the iteration and the loss
     # terms), in this process or in a --num-gpus worker: one line naming the culprit, no traceback.
     launch_or_exit(main, args)

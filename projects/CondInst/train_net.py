@@ -24,10 +24,15 @@ from iai_d2.utils import filter_library_warnings  # noqa: E402
 
 filter_library_warnings()
 
-from detectron2.engine import default_argument_parser, launch  # noqa: E402
-
 from condinst import add_condinst_config  # noqa: E402
-from iai_d2.engine import IAITrainer, is_video_split, setup_cfg, train_or_evaluate  # noqa: E402
+from iai_d2.engine import (  # noqa: E402
+    IAITrainer,
+    is_video_split,
+    launch_or_exit,
+    parse_launch_args,
+    setup_cfg,
+    train_or_evaluate,
+)
 
 
 def is_video_model(cfg) -> bool:
@@ -63,10 +68,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    print("Command Line Args:", args)
-    try:
-        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
-               dist_url=args.dist_url, args=(args,))
-    except (FileNotFoundError, ValueError, FloatingPointError) as e:
-        sys.exit(f"error: {' '.join(str(e).split())}")
+    launch_or_exit(main, parse_launch_args())

@@ -9,11 +9,7 @@ clip loader, YTVIS evaluator (results.json, submission.zip, mAP table), optimize
     python projects/TrackBaseline/train_net.py --config-file ... --eval-only MODEL.WEIGHTS .../model_final.pth
 """
 
-import sys
-
-from detectron2.engine import default_argument_parser, launch
-
-from iai_d2.engine import setup_cfg, train_or_evaluate
+from iai_d2.engine import launch_or_exit, parse_launch_args, setup_cfg, train_or_evaluate
 from track_baseline import add_trackbaseline_config
 
 
@@ -22,16 +18,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
-    print("Command Line Args:", args)
-    try:
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    launch_or_exit(main, parse_launch_args())
