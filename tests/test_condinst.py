@@ -241,7 +241,8 @@ def shapes_image(h, w, seed):
 
 
 def test_configs_build_the_model():
-    for name in ("condinst_R50_1x.yaml", "condinst_tiny_frames.yaml"):
+    # COCO: the paper's mask branch on P3 (stride 8); tiny: on P2 (stride 4) for ~10-60 px objects.
+    for name, mask_stride in (("condinst_R50_1x.yaml", 8), ("condinst_tiny_frames.yaml", 4)):
         cfg = get_cfg()
         add_condinst_config(cfg)
         cfg.merge_from_file(os.path.join(CONFIGS, name))
@@ -250,8 +251,32 @@ def test_configs_build_the_model():
         assert isinstance(model, CondInst)
         assert model.in_features == ["p3", "p4", "p5", "p6", "p7"]
         assert model.strides == [8, 16, 32, 64, 128]
-        assert model.mask_branch.out_stride == 8 and model.mask_branch.out_channels == 8
+        assert model.mask_branch.out_stride == model.mask_head.feat_stride == mask_stride, name
+        assert model.mask_branch.out_channels == 8
         assert model.head.controller.out_channels == model.mask_head.num_params == 169
+
+
+def test_tiny_config_mask_branch_on_p2_shapes():
+    """FPN over res2-res5 emits P2-P7; FCOS runs on P3-P7 only, the mask branch on P2-P5 at
+    stride 4, and the dynamic masks come out at the padded input size."""
+    torch.manual_seed(0)
+    model = build_model(tiny_cfg())
+    model.eval()
+    shapes = model.backbone.output_shape()
+    assert {k: v.stride for k, v in shapes.items()} == {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64, "p7": 128}
+    assert model.mask_branch.in_features == ["p2", "p3", "p4", "p5"]
+    x = torch.randn(2, 3, 128, 160)
+    with torch.no_grad():
+        feats = model.backbone(x)
+        assert feats["p2"].shape == (2, 32, 32, 40) and feats["p7"].shape == (2, 32, 1, 2)
+        locations, logits, _, _, params, mask_feats, _ = model._head_outputs(feats)
+        assert [tuple(lo.shape[-2:]) for lo in logits] == [(16, 20), (8, 10), (4, 5), (2, 3), (1, 2)]
+        assert [len(loc) for loc in locations] == [320, 80, 20, 6, 2]
+        assert mask_feats.shape == (2, 8, 32, 40)
+        k = 3
+        masks = model.mask_head(mask_feats, torch.tensor([0, 1, 1]), locations[0][:k],
+                                torch.full((k,), 32.0), params[0][0].flatten(1).t()[:k])
+    assert masks.shape == (k, 1, 128, 160)
 
 
 def test_training_step_has_finite_losses_and_gradients_everywhere():

@@ -48,6 +48,23 @@ def test_identity_pathway_is_shared_with_iai_rcnn():
         assert getattr(IAICondInst, name) is getattr(IAIRCNN, name) is getattr(IAIVideoModel, name), name
 
 
+def test_image_model_weights_load_into_the_tiny_config():
+    """condinst_tiny_frames.yaml's model_final.pth initialises iai_condinst_tiny.yaml (e.g. in
+    benchmarks/occlusion_benchmark.py): same backbone levels (P2-P7), every CondInst parameter
+    present with the same shape; only the association and ID modules are new."""
+    image_cfg = get_cfg()
+    add_condinst_config(image_cfg)
+    image_cfg.merge_from_file(os.path.join(PROJECT, "configs", "condinst_tiny_frames.yaml"))
+    image, video = build_model(image_cfg), build("dense")
+    image_shapes = {k: (v.channels, v.stride) for k, v in image.backbone.output_shape().items()}
+    assert image_shapes == {k: (v.channels, v.stride) for k, v in video.backbone.output_shape().items()}
+    assert "p2" in image_shapes and video.mask_branch.out_stride == image.mask_branch.out_stride == 4
+    video_state = video.state_dict()
+    for name, value in image.state_dict().items():
+        assert name in video_state, name
+        assert video_state[name].shape == value.shape, name
+
+
 def test_unknown_id_decoder_is_a_config_error():
     with pytest.raises(ValueError, match="ID_DECODER must be one of"):
         build_model(tiny_cfg("roi"))
