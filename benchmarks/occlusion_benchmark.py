@@ -70,7 +70,7 @@ VARIANTS = OrderedDict([
     ("floor", ("floor", "projects/IoULinkBaseline/configs/iou_link_tiny.yaml",
                "floor: image model + IoU linking", "maskrcnn")),
     ("iai_condinst", ("iai", "projects/CondInst/configs/iai_condinst_tiny.yaml",
-                      "IAI + CondInst (res4, dense ID)", "condinst")),
+                      "IAI + CondInst (res3, dense ID)", "condinst")),
     ("condinst_track", ("track", "projects/TrackBaseline/configs/condinst_synthetic_tiny.yaml",
                         "CondInst Track (MaskTrack-style)", "condinst")),
 ])
