@@ -226,6 +226,21 @@ def test_eval_only_writes_a_valid_submission(trained_baseline, synthetic_vis_roo
     assert {r["video_id"] for r in results} <= {v["id"] for v in gt["videos"]}
 
 
+def test_analyze_tracking_runs_on_the_baseline(trained_baseline, synthetic_vis_root, run_tool, tmp_path):
+    """tools/analyze_tracking.py takes a TrackBaseline config (the same three identity rows)."""
+    train_out, opts = trained_baseline
+    proc = run_tool("analyze_tracking.py", "--config-file", TINY_CONFIG, "--output", tmp_path, *opts,
+                    "MODEL.WEIGHTS", train_out / "model_final.pth", datasets_root=synthetic_vis_root)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    table = (tmp_path / "diagnosis.md").read_text()
+    assert all(name in table for name in ("model IDs", "IoU-linked", "oracle"))
+    proc = run_tool("analyze_tracking.py", "--config-file", TINY_CONFIG, "--output", tmp_path,
+                    "MODEL.NO_SUCH_KEY", 1, datasets_root=synthetic_vis_root, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: bad config override") and "MODEL.NO_SUCH_KEY" in last, last
+
+
 def test_video_predictor_streams_with_unique_ids(trained_baseline, e2e_settings):
     train_out, opts = trained_baseline
     cfg = get_cfg()

@@ -8,11 +8,14 @@ with the model's own IDs, greedy mask-IoU linking, and oracle (GT) identities.
     python tools/analyze_tracking.py --config-file ... --dataset synthetic_vis_val --output DIR
     python tools/analyze_tracking.py --config-file projects/CondInst/configs/iai_condinst_tiny.yaml \
         MODEL.WEIGHTS output/condinst/iai_tiny/model_final.pth   # IAICondInst
+    python tools/analyze_tracking.py --config-file projects/TrackBaseline/configs/synthetic_tiny.yaml \
+        MODEL.WEIGHTS ...   # the tracking-by-detection baselines (TrackRCNN, TrackCondInst)
 
 Prints the table and writes DIR/diagnosis.{json,md} and DIR/<labelling>/{results.json,submission.zip}
 (default DIR: OUTPUT_DIR/tracking_diagnosis).
 """
 import argparse
+import importlib
 import os
 import sys
 
@@ -26,20 +29,22 @@ from iai_d2.evaluation.diagnosis import diagnose, diagnosis_table
 from iai_d2.inference.relabel import GT_IOU_THRESH, LINK_IOU_THRESH
 from iai_d2.utils import check_weights
 
-CONDINST_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects", "CondInst")
+PROJECTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects")
 
 
 def add_config(cfg, config_file: str) -> None:
     """The config keys (and registered models) a config file needs: projects/CondInst configs
-    (IAICondInst) add CondInst's keys and register its models, others iai_d2's."""
-    condinst_dir = os.path.realpath(CONDINST_DIR)
-    if os.path.realpath(config_file).startswith(condinst_dir + os.sep):
-        sys.path.insert(0, condinst_dir)
-        from condinst import add_condinst_config
-
-        add_condinst_config(cfg)
-    else:
-        add_iai_config(cfg)
+    (IAICondInst) add CondInst's keys, projects/TrackBaseline configs (TrackRCNN, TrackCondInst)
+    the tracking baseline's, others iai_d2's; each project's package registers its models."""
+    path = os.path.realpath(config_file)
+    for project, package, add_name in (("CondInst", "condinst", "add_condinst_config"),
+                                       ("TrackBaseline", "track_baseline", "add_trackbaseline_config")):
+        project_dir = os.path.realpath(os.path.join(PROJECTS_DIR, project))
+        if path.startswith(project_dir + os.sep):
+            sys.path.insert(0, project_dir)
+            getattr(importlib.import_module(package), add_name)(cfg)
+            return
+    add_iai_config(cfg)
 
 
 def parse_args(argv=None):
@@ -61,8 +66,11 @@ def main(args):
     cfg = get_cfg()
     add_config(cfg, args.config_file)
     cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    if "FCOS" in cfg.MODEL:  # CondInst's class count; the diagnosis reads ROI_HEADS.NUM_CLASSES
+    try:
+        cfg.merge_from_list(args.opts)
+    except (KeyError, AssertionError) as e:  # yacs: unknown key / odd number of KEY VALUE items
+        raise ValueError(f"bad config override in {args.opts}: {' '.join(str(e).split())}") from None
+    if "CondInst" in cfg.MODEL.META_ARCHITECTURE:  # FCOS's class count; the diagnosis reads ROI_HEADS
         cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.FCOS.NUM_CLASSES
     cfg.freeze()
     setup_logger(name="detectron2")
