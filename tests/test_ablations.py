@@ -135,7 +135,7 @@ def test_occlusion_benchmark_quick_runs_the_condinst_rows(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "occlusion.json").read_text())
-    assert [row[0] for row in report["table"]] == ["IAI + CondInst (res4, dense ID)", "CondInst Track (MaskTrack-style)"]
+    assert [row[0] for row in report["table"]] == ["IAI + CondInst (res3, dense ID)", "CondInst Track (MaskTrack-style)"]
     for row in report["table"]:
         assert all(0.0 <= ap <= 100.0 for ap in (row[1], row[7], row[8])) and row[6] >= 0
     work = tmp_path / "work"
