@@ -208,9 +208,7 @@ def build_cfg(kind, config, run_dir, weights, iters, settings, device, quick, de
         add_iai_config(cfg)
     cfg.merge_from_file(os.path.join(REPO, config))
     on_frames = kind in ("image", "floor")
-    opts = [] if detector != "condinst" else [  # the diagnosis reads the class count there
-        "MODEL.ROI_HEADS.NUM_CLASSES", cfg.MODEL.FCOS.NUM_CLASSES]
-    opts += [
+    opts = [
         "DATASETS.TRAIN", (FRAMES_NAME if on_frames else TRAIN_NAME,), "DATASETS.TEST", (),
         "MODEL.WEIGHTS", weights, "MODEL.DEVICE", device, "SEED", settings["seed"], "OUTPUT_DIR", run_dir,
         "TEST.PROGRESS_BAR", False, *_schedule(iters),

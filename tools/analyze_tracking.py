@@ -70,8 +70,6 @@ def main(args):
         cfg.merge_from_list(args.opts)
     except (KeyError, AssertionError) as e:  # yacs: unknown key / odd number of KEY VALUE items
         raise ValueError(f"bad config override in {args.opts}: {' '.join(str(e).split())}") from None
-    if "CondInst" in cfg.MODEL.META_ARCHITECTURE:  # FCOS's class count; the diagnosis reads ROI_HEADS
-        cfg.MODEL.ROI_HEADS.NUM_CLASSES = cfg.MODEL.FCOS.NUM_CLASSES
     cfg.freeze()
     setup_logger(name="detectron2")
     setup_logger(name="iai_d2")

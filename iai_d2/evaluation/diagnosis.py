@@ -144,8 +144,9 @@ def diagnose(
     with the model's, IoU-linked and oracle identities.
 
     Args:
-        cfg: the model's config (test input size, ``MODEL.ROI_HEADS.NUM_CLASSES``,
-            ``MODEL.IAI.INFERENCE.VIDEO_TOPK`` / ``VIDEO_SCORE_THRESH``, ``DATASETS.TEST[0]``).
+        cfg: the model's config (test input size, ``DATASETS.TEST[0]``).
+        model: a video model; its ``num_classes``, ``video_topk`` and ``video_score_thresh``
+            aggregate the tracks, as in its own video inference.
         dataset_name: a registered YTVIS-format split with annotations (default DATASETS.TEST[0]).
         output_dir: if given, ``<labelling>/results.json`` + ``submission.zip`` per labelling,
             ``diagnosis.json`` and ``diagnosis.md`` are written there (atomically).
@@ -174,14 +175,12 @@ def diagnose(
         "oracle": [oracle_ids(v.rles, gt_frames[v.video_id], gt_iou_thresh) for v in videos],
     }
     matches = [match_to_gt(v.rles, gt_frames[v.video_id], gt_iou_thresh) for v in videos]
-    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    inference = cfg.MODEL.IAI.INFERENCE
     rows = OrderedDict()
     num_gt_tracks = 0
     for key in LABELLINGS:
         sub_dir = os.path.join(output_dir, key) if output_dir else None
-        segm = _score(dataset_name, videos, labellings[key], num_classes, inference.VIDEO_TOPK,
-                      inference.VIDEO_SCORE_THRESH, sub_dir)
+        segm = _score(dataset_name, videos, labellings[key], model.num_classes, model.video_topk,
+                      model.video_score_thresh, sub_dir)
         row = OrderedDict((name, float(segm[name])) for name in TABLE_COLUMNS[:5])
         counts = {"id_switches": 0, "kept": 0, "swap": 0, "new": 0}
         fragments = []
