@@ -36,6 +36,15 @@ def _tower(in_channels: int, num_convs: int, norm: str) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def _init_convs(module: nn.Module) -> None:
+    """FCOS's initialisation of every Conv2d in ``module``: weights N(0, 0.01), biases 0."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.constant_(m.bias, 0)
+
+
 class FCOSHead(nn.Module):
     """
     Shared over levels: a classification tower -> ``cls_logits``; a box tower -> ``bbox_pred``
@@ -70,11 +79,7 @@ class FCOSHead(nn.Module):
             self.id_tower = _tower(c, 1, norm)
             self.id_logits = nn.Conv2d(c, num_ids, 3, padding=1)
 
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, std=0.01)
-                if module.bias is not None:
-                    nn.init.constant_(module.bias, 0)
+        _init_convs(self)
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
         if num_ids > 0:
             nn.init.constant_(self.id_logits.bias, -math.log((1 - prior_prob) / prior_prob))

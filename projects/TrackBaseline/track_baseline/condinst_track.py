@@ -1,11 +1,10 @@
 """TrackCondInst: CondInst with a MaskTrack R-CNN-style tracking embedding (tracking by detection),
 the "Track" baseline of the CondInst detector."""
-import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
 from condinst import CondInst
-from condinst.fcos_head import _tower
+from condinst.fcos_head import _init_convs, _tower
 from condinst.meta_arch import _flatten
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
@@ -39,12 +38,7 @@ class TrackEmbedHead(nn.Module):
         c = channels.pop()
         self.tower = _tower(c, num_convs, norm)
         self.embed = nn.Conv2d(c, embed_dim, 3, padding=1)
-        # As the FCOS head: small initial weights, so affinities start near 0 and grow gradually.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.normal_(module.weight, std=0.01)
-                if module.bias is not None:
-                    nn.init.constant_(module.bias, 0)
+        _init_convs(self)  # as the FCOS head: affinities start near 0 and grow gradually
 
     def forward(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
         """
