@@ -447,6 +447,19 @@ def test_project_train_nets_usage_and_config_errors(run_tool, script, config, tm
     assert "Traceback" not in proc.stderr
 
 
+def _split_with_bad_categories(synthetic_vis_root, root):
+    """A DETECTRON2_DATASETS root under ``root`` whose synthetic_vis/valid.json (frames linked from
+    ``synthetic_vis_root``) has ``categories`` of the wrong type (a dict); returns ``root``."""
+    (root / "synthetic_vis").mkdir(parents=True)
+    src = synthetic_vis_root / "synthetic_vis"
+    os.symlink(src / "valid", root / "synthetic_vis" / "valid")
+    with open(src / "valid.json") as f:
+        valid = json.load(f)
+    valid["categories"] = {"1": "circle"}
+    write_json(root / "synthetic_vis" / "valid.json", valid)
+    return root
+
+
 def test_train_net_eval_only_bad_weights_and_bad_json(run_tool, e2e_settings, synthetic_vis_root, tmp_path):
     weights = tmp_path / "weights.pth"
     weights.write_text("not a checkpoint")
@@ -457,14 +470,7 @@ def test_train_net_eval_only_bad_weights_and_bad_json(run_tool, e2e_settings, sy
     assert "Traceback" not in proc.stderr
 
     # A split whose json has wrong-typed categories fails when the test loader is built, before inference.
-    root = tmp_path / "datasets"
-    (root / "synthetic_vis").mkdir(parents=True)
-    src = synthetic_vis_root / "synthetic_vis"
-    os.symlink(src / "valid", root / "synthetic_vis" / "valid")
-    with open(src / "valid.json") as f:
-        valid = json.load(f)
-    valid["categories"] = {"1": "circle"}
-    write_json(root / "synthetic_vis" / "valid.json", valid)
+    root = _split_with_bad_categories(synthetic_vis_root, tmp_path / "datasets")
     proc = run_tool("train_net.py", "--config-file", e2e_settings.config, "--eval-only",
                     *e2e_settings.input_opts, "MODEL.WEIGHTS", "", "OUTPUT_DIR", tmp_path / "out2",
                     datasets_root=root, timeout=180)
@@ -476,14 +482,7 @@ def test_train_net_eval_only_bad_weights_and_bad_json(run_tool, e2e_settings, sy
 def test_train_net_two_process_failure_is_one_line(run_tool, e2e_settings, synthetic_vis_root, tmp_path):
     """A bad split json read inside one of 2 gloo workers: the same one line as with one process, not
     torch.multiprocessing's worker traceback."""
-    root = tmp_path / "datasets"
-    (root / "synthetic_vis").mkdir(parents=True)
-    src = synthetic_vis_root / "synthetic_vis"
-    os.symlink(src / "valid", root / "synthetic_vis" / "valid")
-    with open(src / "valid.json") as f:
-        valid = json.load(f)
-    valid["categories"] = {"1": "circle"}
-    write_json(root / "synthetic_vis" / "valid.json", valid)
+    root = _split_with_bad_categories(synthetic_vis_root, tmp_path / "datasets")
     proc = run_tool("train_net.py", "--num-gpus", 2, "--dist-url", "auto", "--config-file", e2e_settings.config,
                     "--eval-only", *e2e_settings.input_opts, "MODEL.WEIGHTS", "", "OUTPUT_DIR", tmp_path / "out",
                     datasets_root=root, timeout=300)
