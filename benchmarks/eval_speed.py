@@ -1,7 +1,7 @@
 """Speed of the YouTube-VIS evaluation on a synthetic split of validation-set size.
 
     python benchmarks/eval_speed.py [--videos 302] [--frames 36] [--preds 100] [--height 360] [--width 640]
-                                    [--repeat 3]
+                                    [--repeat 3] [--official DIR]
 
 GT: 1-6 moving, growing ellipses per video (40 categories). Predictions: ``--preds`` tracks per video,
 70% noisy copies of GT tracks (jittered, rescaled, some frames dropped, sometimes a wrong class),
@@ -11,6 +11,12 @@ the time split: importing the evaluation package (fresh interpreter; it must not
 Detectron2), parsing the jsons, building + validating the tracks (all RLE strings decoded for their
 areas and run-length totals), scoring, and the offline CLI (``python -m iai_d2.evaluation``, one
 thread) end to end, the median of ``--repeat`` runs, with its ratio to the 0.6 s asked for in issue 10.
+
+``--official DIR``: also time the reference evaluator on the same files, end to end in a fresh
+interpreter (one run): DIR holds its ``ytvis.py`` and ``ytviseval.py`` (the YouTube-VIS fork of the
+COCO API, e.g. youtubevos/cocoapi's PythonAPI/pycocotools or mmtrack 0.x's
+mmtrack/core/evaluation). Issue 10 sizes its target against it: ~3 s for the reference, 0.6 s for
+ours, i.e. a ratio of 0.2 measured on one set in one run.
 """
 import argparse
 import json
@@ -30,6 +36,20 @@ from iai_d2.evaluation.ytvis_eval import evaluate, load_ground_truth, load_resul
 
 NUM_CATEGORIES = 40
 TARGET_CLI_S = 0.6  # issue 10, item 5: the offline CLI on a validation-sized split, one core
+REFERENCE_S = 3.0  # issue 10: the reference ytvoseval on that split ("~3 s")
+# The reference evaluator, end to end, in a fresh interpreter (np.float: removed in NumPy 1.24).
+OFFICIAL_CODE = """import sys, time
+t = time.perf_counter()
+import numpy as np
+np.float = float
+sys.path.insert(0, sys.argv[1])
+from ytvis import YTVIS
+from ytviseval import YTVISeval
+gt = YTVIS(sys.argv[2])
+e = YTVISeval(gt, gt.loadRes(sys.argv[3]), "segm")
+e.evaluate(); e.accumulate(); e.summarize()
+print("RESULT", time.perf_counter() - t, 100 * e.stats[0])
+"""
 
 
 def ellipse_rles(cx, cy, rx, ry, height, width):
@@ -130,6 +150,25 @@ def cli_import_seconds():
     return float(seconds), ", ".join(heavy)
 
 
+def check_official(folder):
+    """Exit with a one-line message unless ``folder`` holds the reference ytvis.py and ytviseval.py."""
+    for name in ("ytvis.py", "ytviseval.py"):
+        if not os.path.isfile(os.path.join(folder, name)):
+            sys.exit(f"--official {folder}: no {name} there (the reference YouTube-VIS API)")
+
+
+def time_official(folder, gt_path, res_path):
+    """(seconds, AP) of the reference evaluator in ``folder`` on the files, end to end, one thread."""
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", OFFICIAL_CODE, os.path.abspath(folder), gt_path, res_path],
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode or not lines:
+        sys.exit(f"the reference evaluator in {folder} failed: {out.stderr.strip()[-500:]}")
+    return seconds, float(lines[-1].split()[2])
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--videos", type=int, default=302)
@@ -139,7 +178,11 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=3, help="CLI runs (the median is reported)")
+    parser.add_argument("--official", metavar="DIR",
+                        help="folder with the reference ytvis.py + ytviseval.py: time it on the same files")
     args = parser.parse_args(argv)
+    if args.official:
+        check_official(args.official)
 
     start = time.perf_counter()
     gt_json, results = build_split(args.videos, args.frames, args.preds, args.height, args.width, args.seed)
@@ -161,6 +204,7 @@ def main(argv=None):
             if cli.returncode:
                 sys.exit(f"the evaluation CLI failed: {cli.stderr.strip()}")
         cli_s = float(np.median(cli_times))
+        official = time_official(args.official, gt_path, res_path) if args.official else None
         start = time.perf_counter()
         gt_raw, res_raw = read_json(gt_path, "ground-truth"), read_json(res_path, "results")
         parse_s = time.perf_counter() - start
@@ -183,6 +227,11 @@ def main(argv=None):
             [f"CLI end to end, 1 thread (s, median of {len(cli_times)})", f"{cli_s:.2f}"],
             [f"CLI / target {TARGET_CLI_S} s", f"{cli_s / TARGET_CLI_S:.1f}x"],
             ["AP / AP50", f"{metrics.summary['AP']:.2f} / {metrics.summary['AP50']:.2f} (CLI AP {cli_ap:.2f})"]]
+    if official is not None:
+        official_s, official_ap = official
+        rows += [["reference ytvoseval end to end, 1 thread (s, 1 run)", f"{official_s:.2f} (AP {official_ap:.2f})"],
+                 ["CLI / reference", f"{cli_s / official_s:.3f} (issue 10: {TARGET_CLI_S} / ~{REFERENCE_S:.0f} s = "
+                                     f"{TARGET_CLI_S / REFERENCE_S:.1f})"]]
     print(tabulate(rows, tablefmt="pipe", headers=["", "value"]))
 
 
