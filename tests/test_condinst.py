@@ -279,6 +279,23 @@ def test_tiny_config_mask_branch_on_p2_shapes():
     assert masks.shape == (k, 1, 128, 160)
 
 
+def test_mask_branch_upsample_runs_the_branch_at_a_finer_stride():
+    """MASK_BRANCH.UPSAMPLE 2 on P2: mask features at stride 2, dynamic masks still at the input
+    size; a factor that does not divide the stride is a one-line config error."""
+    model = build_model(tiny_cfg("MODEL.CONDINST.MASK_BRANCH.UPSAMPLE", "2", "MODEL.CONDINST.MASK_OUT_STRIDE", "2"))
+    model.eval()
+    assert model.mask_branch.out_stride == model.mask_head.feat_stride == 2
+    with torch.no_grad():
+        feats = model.backbone(torch.randn(1, 3, 128, 160))
+        locations, _, _, _, params, mask_feats, _ = model._head_outputs(feats)
+        assert mask_feats.shape == (1, 8, 64, 80)
+        masks = model.mask_head(mask_feats, torch.tensor([0]), locations[0][:1], torch.full((1,), 32.0),
+                                params[0][0].flatten(1).t()[:1])
+    assert masks.shape == (1, 1, 128, 160)
+    with pytest.raises(ValueError, match="MODEL.CONDINST.MASK_BRANCH.UPSAMPLE must be a divisor"):
+        build_model(tiny_cfg("MODEL.CONDINST.MASK_BRANCH.UPSAMPLE", "3"))
+
+
 def test_training_step_has_finite_losses_and_gradients_everywhere():
     torch.manual_seed(0)
     model = build_model(tiny_cfg())

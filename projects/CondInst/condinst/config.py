@@ -67,3 +67,6 @@ def add_condinst_config(cfg):
     _C.MODEL.CONDINST.MASK_BRANCH.NUM_CONVS = 4
     _C.MODEL.CONDINST.MASK_BRANCH.OUT_CHANNELS = 8
     _C.MODEL.CONDINST.MASK_BRANCH.NORM = "BN"
+    # Upsampling factor (aligned bilinear) of the summed features before the convs: the mask
+    # branch then runs at stride(IN_FEATURES[0]) / UPSAMPLE (MASK_OUT_STRIDE must divide it).
+    _C.MODEL.CONDINST.MASK_BRANCH.UPSAMPLE = 1

@@ -89,7 +89,7 @@ class CondInst(nn.Module):
         fcos, ci = cfg.MODEL.FCOS, cfg.MODEL.CONDINST
         mask_branch = MaskBranch(
             shapes, ci.MASK_BRANCH.IN_FEATURES, ci.MASK_BRANCH.CHANNELS, ci.MASK_BRANCH.NUM_CONVS,
-            ci.MASK_BRANCH.OUT_CHANNELS, ci.MASK_BRANCH.NORM,
+            ci.MASK_BRANCH.OUT_CHANNELS, ci.MASK_BRANCH.NORM, ci.MASK_BRANCH.UPSAMPLE,
         )
         mask_head = DynamicMaskHead(
             ci.MASK_BRANCH.OUT_CHANNELS, ci.MASK_HEAD.CHANNELS, ci.MASK_HEAD.NUM_LAYERS,
