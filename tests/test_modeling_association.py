@@ -82,9 +82,10 @@ def _sine_reference(h, w, dim):
     return pe.reshape(h * w, 1, dim)
 
 
-def test_hab_without_memory_branches_is_a_plain_layer():
+@pytest.mark.parametrize("position_embedding", [True, False])
+def test_hab_without_memory_branches_is_a_plain_layer(position_embedding):
     torch.manual_seed(0)
-    hab = _hab(use_local=False, use_global=False).eval()
+    hab = _hab(use_local=False, use_global=False, position_embedding=position_embedding).eval()
     assert hab.global_out is None and hab.local_attn is None
     with torch.no_grad():  # exercise the GCT gate and the norms away from their init
         for p in list(hab.ffn.gct.parameters()) + [hab.norm_ffn.weight, hab.norm_out.bias]:
@@ -95,7 +96,7 @@ def test_hab_without_memory_branches_is_a_plain_layer():
     # Independent computation: self-attention + FFN + final norm.
     ln = lambda t, m: F.layer_norm(t, (C,), m.weight, m.bias)  # noqa: E731
     z = ln(x, hab.norm_self)
-    qk = z + _sine_reference(h, w, C)
+    qk = z + _sine_reference(h, w, C) if position_embedding else z
     wq, wk, wv = hab.self_attn.in_proj_weight.chunk(3)
     bq, bk, bv = hab.self_attn.in_proj_bias.chunk(3)
     heads = lambda t: t.reshape(h * w, B, 4, C // 4).permute(1, 2, 0, 3)  # noqa: E731

@@ -194,7 +194,8 @@ class HybridAssociationBlock(nn.Module):
         x = x + DropPath(FFN(LN(x)))
         out = LN(x)
     Memory values are W_V(z_m + E(Y_m)) (`fuse_value`) of earlier frames m. The global branch is not
-    dropped (first layer, as in the released code). ASSOCIATION.GLOBAL / LOCAL remove the branches.
+    dropped (first layer, as in the released code). ASSOCIATION.GLOBAL / LOCAL remove the branches;
+    ASSOCIATION.POSITION_EMBEDDING False drops the sine position embedding.
     """
 
     @configurable
@@ -209,6 +210,7 @@ class HybridAssociationBlock(nn.Module):
         drop_path: float = 0.1,
         use_local: bool = True,
         use_global: bool = True,
+        position_embedding: bool = True,
     ):
         super().__init__()
         if dim % 4 != 0 or dim % self_heads != 0 or dim % att_heads != 0:
@@ -224,6 +226,7 @@ class HybridAssociationBlock(nn.Module):
             raise ValueError(f"MODEL.IAI.ASSOCIATION.WINDOW={window} must be a positive odd number")
         self.dim = dim
         self.att_heads = att_heads
+        self.position_embedding = position_embedding
 
         self.norm_self = nn.LayerNorm(dim)
         self.self_attn = nn.MultiheadAttention(dim, self_heads)
@@ -250,6 +253,7 @@ class HybridAssociationBlock(nn.Module):
             "drop_path": a.DROP_PATH,
             "use_local": a.LOCAL,
             "use_global": a.GLOBAL,
+            "position_embedding": a.POSITION_EMBEDDING,
         }
 
     def _reset_parameters(self):
@@ -291,9 +295,8 @@ class HybridAssociationBlock(nn.Module):
             raise ValueError("pass exactly one of `memory` (match) and `id_emb` (reference pass)")
         if x.shape[0] != size[0] * size[1]:
             raise ValueError(f"{x.shape[0]} tokens do not form a grid of size {tuple(size)}")
-        pos = sine_position_embedding(size, self.dim, x.device, x.dtype)
         z = self.norm_self(x)
-        qk = z + pos
+        qk = z + sine_position_embedding(size, self.dim, x.device, x.dtype) if self.position_embedding else z
         x = x + self.drop_path(self.self_attn(qk, qk, z, need_weights=False)[0])
 
         z = self.norm_mem(x)
