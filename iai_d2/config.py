@@ -68,9 +68,10 @@ def add_iai_config(cfg):
     _C.MODEL.IAI.ASSOCIATION.LOCAL = True
     _C.MODEL.IAI.ASSOCIATION.GLOBAL = True
     _C.MODEL.IAI.ASSOCIATION.CLS_PROJECTOR = True
-    # Sine position embedding on the self-attention's queries and keys (AOT). Through the
-    # residual it also reaches the memory keys, so stored frames are partly matched by position;
-    # False leaves position to what the CNN features carry.
+    # Sine position embedding on the self-attention's queries and keys (AOT): it makes the
+    # self-attention position-dependent, and its output feeds the memory keys and queries.
+    # False leaves position to what the CNN features carry. The embedding has no parameters:
+    # checkpoints trained with it load either way, so keep the value they were trained with.
     _C.MODEL.IAI.ASSOCIATION.POSITION_EMBEDDING = True
 
     # Association memory of one video (or one training clip).

@@ -294,6 +294,9 @@ def test_mask_branch_upsample_runs_the_branch_at_a_finer_stride():
     assert masks.shape == (1, 1, 128, 160)
     with pytest.raises(ValueError, match="MODEL.CONDINST.MASK_BRANCH.UPSAMPLE must be a divisor"):
         build_model(tiny_cfg("MODEL.CONDINST.MASK_BRANCH.UPSAMPLE", "3"))
+    with pytest.raises(ValueError, match=r"MODEL.CONDINST.MASK_OUT_STRIDE=4 must divide the mask-branch stride 2 "
+                                         r"\(stride of MASK_BRANCH.IN_FEATURES\[0\] / MASK_BRANCH.UPSAMPLE\)"):
+        build_model(tiny_cfg("MODEL.CONDINST.MASK_BRANCH.UPSAMPLE", "2"))
 
 
 def test_training_step_has_finite_losses_and_gradients_everywhere():

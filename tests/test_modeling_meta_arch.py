@@ -133,6 +133,14 @@ def test_random_slots_are_distinct_consistent_across_frames_and_in_range(model):
     assert sorted(slots[0].tolist()) == [0, 1] and slots[1][1] == 2 and slots[2].tolist() == [2]
 
 
+def test_position_embedding_key_reaches_the_association_block(model):
+    """iai_tiny.yaml turns the HAB's sine position embedding off; the default keeps it (the paper)."""
+    assert model.backbone.association.hab.position_embedding is False
+    cfg = tiny_cfg()
+    cfg.MODEL.IAI.ASSOCIATION.POSITION_EMBEDDING = True
+    assert build_model(cfg).backbone.association.hab.position_embedding is True
+
+
 def test_dense_skip_level_must_be_at_half_the_association_stride():
     cfg = tiny_cfg()
     cfg.MODEL.IAI.DENSE_ID.SKIP_FEATURE = "res4"  # stride 16 under res3 association (stride 8)

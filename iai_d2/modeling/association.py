@@ -296,7 +296,9 @@ class HybridAssociationBlock(nn.Module):
         if x.shape[0] != size[0] * size[1]:
             raise ValueError(f"{x.shape[0]} tokens do not form a grid of size {tuple(size)}")
         z = self.norm_self(x)
-        qk = z + sine_position_embedding(size, self.dim, x.device, x.dtype) if self.position_embedding else z
+        qk = z
+        if self.position_embedding:
+            qk = z + sine_position_embedding(size, self.dim, x.device, x.dtype)
         x = x + self.drop_path(self.self_attn(qk, qk, z, need_weights=False)[0])
 
         z = self.norm_mem(x)

@@ -46,7 +46,8 @@ class DynamicMaskHead(nn.Module):
         if num_layers < 1:
             raise ValueError("the dynamic mask head needs at least one layer")
         if feat_stride % out_stride:
-            raise ValueError(f"MASK_OUT_STRIDE {out_stride} must divide the mask-branch stride {feat_stride}")
+            raise ValueError(f"MODEL.CONDINST.MASK_OUT_STRIDE={out_stride} must divide the mask-branch stride "
+                             f"{feat_stride} (stride of MASK_BRANCH.IN_FEATURES[0] / MASK_BRANCH.UPSAMPLE)")
         self.in_channels, self.channels, self.num_layers = in_channels, channels, num_layers
         self.feat_stride, self.out_stride = feat_stride, out_stride
         dims = [in_channels + 2] + [channels] * (num_layers - 1) + [1]
