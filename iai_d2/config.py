@@ -10,6 +10,15 @@ Usage::
 from detectron2.config import CfgNode as CN
 
 
+def merge_overrides(cfg, opts):
+    """``cfg.merge_from_list(opts)`` (command-line KEY VALUE pairs); a bad override (unknown key,
+    odd number of items) is a one-line ValueError instead of yacs' KeyError / AssertionError."""
+    try:
+        cfg.merge_from_list(opts)
+    except (KeyError, AssertionError) as e:
+        raise ValueError(f"bad config override in {opts}: {' '.join(str(e).split())}") from None
+
+
 def add_iai_config(cfg):
     """Add every iai_d2 key (with its default) to a Detectron2 config, in place."""
     _C = cfg

@@ -17,6 +17,7 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
 from . import modeling  # noqa: F401  (registers the IAI architecture for build_model)
+from .config import merge_overrides
 from .data import build_clip_train_loader, build_video_test_loader, resolve_ytvis_paths
 from .evaluation import YTVISEvaluator
 from .utils import atomic_write
@@ -218,10 +219,7 @@ def setup_cfg(args, add_config):
     cfg = get_cfg()
     add_config(cfg)
     cfg.merge_from_file(args.config_file)
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, AssertionError) as e:  # yacs: unknown key / odd number of KEY VALUE items
-        raise ValueError(f"bad config override in {args.opts}: {' '.join(str(e).split())}") from None
+    merge_overrides(cfg, args.opts)
     if not sys.stderr.isatty():
         cfg.TEST.PROGRESS_BAR = False  # progress bars belong on a terminal, not in a log file
     cfg.freeze()

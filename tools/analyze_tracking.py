@@ -24,6 +24,7 @@ from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
 from iai_d2 import add_iai_config
+from iai_d2.config import merge_overrides
 from iai_d2.engine import IAITrainer
 from iai_d2.evaluation.diagnosis import diagnose, diagnosis_table
 from iai_d2.inference.relabel import GT_IOU_THRESH, LINK_IOU_THRESH
@@ -66,10 +67,7 @@ def main(args):
     cfg = get_cfg()
     add_config(cfg, args.config_file)
     cfg.merge_from_file(args.config_file)
-    try:
-        cfg.merge_from_list(args.opts)
-    except (KeyError, AssertionError) as e:  # yacs: unknown key / odd number of KEY VALUE items
-        raise ValueError(f"bad config override in {args.opts}: {' '.join(str(e).split())}") from None
+    merge_overrides(cfg, args.opts)
     cfg.freeze()
     setup_logger(name="detectron2")
     setup_logger(name="iai_d2")
