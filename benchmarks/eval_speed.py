@@ -11,6 +11,9 @@ the time split: importing the evaluation package (fresh interpreter; it must not
 Detectron2), parsing the jsons, building + validating the tracks (all RLE strings decoded for their
 areas and run-length totals), scoring, and the offline CLI (``python -m iai_d2.evaluation``, one
 thread) end to end, the median of ``--repeat`` runs, with its ratio to the 0.6 s asked for in issue 10.
+It also prints a floor: the time any evaluator that reuses Python's json and pycocotools' RLE IoU
+spends at least (importing, parsing both files, and pycocotools' ``iou`` calls of the scoring step,
+which parse every compared RLE string once).
 
 ``--official DIR``: also time the reference evaluator on the same files, end to end in a fresh
 interpreter (one run): DIR holds ``ytvis.py`` and ``ytviseval.py`` with the classes ``YTVIS`` and
@@ -19,6 +22,7 @@ mmtrack/core/evaluation/; copy the two files into DIR). Issue 10 sizes its targe
 ours, i.e. a ratio of 0.2 measured on one set in one run.
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -141,6 +145,25 @@ def build_split(num_videos, frames, preds, height, width, seed=0):
     return gt, results
 
 
+@contextlib.contextmanager
+def timed_mask_iou():
+    """Count the seconds spent in ``pycocotools.mask.iou`` inside the block: yields a one-element list."""
+    seconds, iou = [0.0], mask_util.iou
+
+    def timed(*args):
+        start = time.perf_counter()
+        try:
+            return iou(*args)
+        finally:
+            seconds[0] += time.perf_counter() - start
+
+    mask_util.iou = timed
+    try:
+        yield seconds
+    finally:
+        mask_util.iou = iou
+
+
 def cli_import_seconds():
     """Seconds to import iai_d2.evaluation in a fresh interpreter, and the heavy packages it loaded."""
     code = ("import sys, time; t = time.perf_counter(); import iai_d2.evaluation; "
@@ -214,8 +237,11 @@ def main(argv=None):
         dets = load_results(res_raw, gt)
         load_s = time.perf_counter() - start
     start = time.perf_counter()
-    metrics = evaluate(gt, dets)
+    with timed_mask_iou() as iou_s:
+        metrics = evaluate(gt, dets)
     eval_s = time.perf_counter() - start
+    # What any evaluator that reuses pycocotools' RLE IoU (and Python's json) must spend at least
+    floor_s = import_s + parse_s + iou_s[0]
     cli_ap = json.loads(cli.stdout.strip().splitlines()[-1])["AP"]
     rows = [["videos", args.videos], ["frames per video", args.frames],
             ["frame size", f"{args.height}x{args.width}"], ["GT tracks", len(gt.tracks)],
@@ -225,6 +251,8 @@ def main(argv=None):
             ["parse GT + results json (s)", f"{parse_s:.2f}"],
             ["build tracks + validate + decode RLEs (s)", f"{load_s:.2f}"],
             ["evaluate (s)", f"{eval_s:.2f}"],
+            ["  of which pycocotools mask IoU (s)", f"{iou_s[0]:.2f}"],
+            ["floor: import + JSON parse + pycocotools IoU (s)", f"{floor_s:.2f}"],
             [f"CLI end to end, 1 thread (s, median of {len(cli_times)})", f"{cli_s:.2f}"],
             [f"CLI / target {TARGET_CLI_S} s", f"{cli_s / TARGET_CLI_S:.1f}x"],
             ["AP / AP50", f"{metrics.summary['AP']:.2f} / {metrics.summary['AP50']:.2f} (CLI AP {cli_ap:.2f})"]]
@@ -232,7 +260,8 @@ def main(argv=None):
         official_s, official_ap = official
         rows += [["reference YTVISeval end to end, 1 thread (s, 1 run)", f"{official_s:.2f} (AP {official_ap:.2f})"],
                  ["CLI / reference", f"{cli_s / official_s:.3f} (issue 10: {TARGET_CLI_S} / ~{REFERENCE_S:.0f} s = "
-                                     f"{TARGET_CLI_S / REFERENCE_S:.1f})"]]
+                                     f"{TARGET_CLI_S / REFERENCE_S:.1f})"],
+                 ["floor / reference", f"{floor_s / official_s:.3f}"]]
     print(tabulate(rows, tablefmt="pipe", headers=["", "value"]))
 
 
