@@ -529,3 +529,13 @@ def test_demo_rejects_mixed_frame_sizes_and_bad_output(run_tool, e2e_settings, t
                     *e2e_settings.input_opts, timeout=180)
     _one_line_error(proc, "cannot create the output folder", blocker)
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("tool, args", [
+    ("demo_video.py", ["--input", "unused.mp4", "--output", "unused_out.mp4", "--opts"]),
+    ("visualize_clips.py", ["--output", "unused_clips"]),
+])
+def test_tools_name_a_bad_config_override(run_tool, e2e_settings, tool, args):
+    proc = run_tool(tool, "--config-file", e2e_settings.config, *args, "MODEL.NO_SUCH_KEY", 1, timeout=120)
+    last = _one_line_error(proc, "bad config override", "MODEL.NO_SUCH_KEY")
+    assert "Traceback" not in proc.stderr, last

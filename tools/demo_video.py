@@ -26,6 +26,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from detectron2.utils.video_visualizer import VideoVisualizer  # noqa: E402
 
 from iai_d2 import add_iai_config  # noqa: E402
+from iai_d2.config import merge_overrides  # noqa: E402
 from iai_d2.predictor import VideoPredictor  # noqa: E402
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -142,7 +143,10 @@ def main(argv=None):
     cfg = get_cfg()
     add_iai_config(cfg)
     cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    try:
+        merge_overrides(cfg, args.opts)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     cfg.freeze()
 
     frames, total, input_fps = open_frames(args.input)

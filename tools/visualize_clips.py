@@ -20,6 +20,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 from detectron2.utils.visualizer import Visualizer  # noqa: E402
 
 from iai_d2 import add_iai_config  # noqa: E402
+from iai_d2.config import merge_overrides  # noqa: E402
 from iai_d2.data.clip_mapper import YTVISClipDatasetMapper  # noqa: E402
 
 SLOT_COLORS = np.array(
@@ -72,7 +73,10 @@ def main():
     cfg = get_cfg()
     add_iai_config(cfg)
     cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    try:
+        merge_overrides(cfg, args.opts)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     dataset = cfg.DATASETS.TRAIN[0]
     videos = DatasetCatalog.get(dataset)
     metadata = MetadataCatalog.get(dataset)
