@@ -80,18 +80,21 @@ def main(argv=None):
     parser.add_argument("--results", required=True, help="coco_instances_results.json")
     parser.add_argument("--thresholds", type=float, nargs="+", default=[0.5, 0.3, 0.1])
     args = parser.parse_args(argv)
-    try:
-        loaded = []
-        for path in (args.gt, args.results):
+    loaded = []
+    for path in (args.gt, args.results):
+        try:
             with open(path) as f:
                 loaded.append(json.load(f))
-        gt_json, results = loaded
-        rows = []
+        except (OSError, ValueError) as e:
+            sys.exit(f"error: cannot read {path}: {e}")
+    gt_json, results = loaded
+    rows = []
+    try:
         for t in args.thresholds:
             counts, tp_iou = classify(gt_json, results, t)
             rows.append([f">= {t:g}", *counts.values(), f"{tp_iou:.3f}"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        sys.exit(f"error: {type(e).__name__}: {e}" if not isinstance(e, ValueError) else f"error: {e}")
+    except (ValueError, KeyError, TypeError) as e:
+        sys.exit(f"error: {args.results} against {args.gt}: {type(e).__name__}: {e}")
     print(f"{len(gt_json['annotations'])} GT instances")
     print(tabulate(rows, headers=["score", *KINDS, "TP mask IoU"], tablefmt="pipe"))
 
