@@ -23,6 +23,8 @@ def test_eval_speed_table_cli_matches_in_process():
     assert ap.group(1) == ap.group(2)
     import_row = re.search(r"\| import iai_d2.evaluation \(s\) +\| ([^|]*)\|", out.stdout).group(1)
     assert "torch" not in import_row and "detectron2" not in import_row
+    floor = re.search(r"\| floor: import \+ JSON parse \+ pycocotools IoU \(s\) +\| ([\d.]+) +\|", out.stdout)
+    assert floor is not None and float(floor.group(1)) >= 0, out.stdout
 
 
 def test_eval_speed_official_folder_without_the_reference_api(tmp_path):
