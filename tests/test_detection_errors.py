@@ -37,11 +37,12 @@ def test_every_kind_on_a_hand_built_image(tmp_path, capsys):
         {"image_id": 1, "category_id": 2, "score": 0.2, "segmentation": _square(0, 30, 5)},    # background
     ]
     tool = _tool()
-    counts, tp_iou = tool.classify(gt, results, 0.5)
+    matched = tool.match_images(gt, results)
+    counts, tp_iou = tool.classify(matched, 0.5)
     assert counts == {"true positive": 1, "duplicate": 1, "wrong class": 1, "poor localisation": 1,
                       "background": 0}
     assert tp_iou == 1.0
-    assert tool.classify(gt, results, 0.1)[0]["background"] == 1
+    assert tool.classify(matched, 0.1)[0]["background"] == 1
 
     paths = [tmp_path / "gt.json", tmp_path / "res.json"]
     for path, obj in zip(paths, (gt, results)):

@@ -33,16 +33,16 @@ def _rle(segmentation, height, width):
     return segmentation
 
 
-def classify(gt_json, results, threshold):
-    """(counts per kind, mean mask IoU of the true positives) of the results with score >= threshold."""
+def match_images(gt_json, results):
+    """Per image with predictions: (scores (K,) descending, predicted classes (K,), mask IoU (K, G)
+    with its GT instances, GT classes (G,)). Computed once, for every score threshold."""
     images = {im["id"]: im for im in gt_json["images"]}
     gts, preds = defaultdict(list), defaultdict(list)
     for ann in gt_json["annotations"]:
         gts[ann["image_id"]].append(ann)
     for r in results:
-        if r["score"] >= threshold:
-            preds[r["image_id"]].append(r)
-    counts, tp_ious = dict.fromkeys(KINDS, 0), []
+        preds[r["image_id"]].append(r)
+    matched = []
     for image_id, image_preds in preds.items():
         if image_id not in images:
             raise ValueError(f"results: image_id {image_id} is not in the ground truth")
@@ -54,19 +54,30 @@ def classify(gt_json, results, threshold):
                                  [_rle(a["segmentation"], h, w) for a in anns], [0] * len(anns))
         else:
             ious = np.zeros((len(image_preds), 0))
-        classes = np.array([a["category_id"] for a in anns])
+        matched.append((np.array([r["score"] for r in image_preds]),
+                        np.array([r["category_id"] for r in image_preds]), ious,
+                        np.array([a["category_id"] for a in anns])))
+    return matched
+
+
+def classify(matched, threshold):
+    """(counts per kind, mean mask IoU of the true positives) of the predictions with score >=
+    threshold; ``matched`` from :func:`match_images`."""
+    counts, tp_ious = dict.fromkeys(KINDS, 0), []
+    for scores, pred_classes, ious, gt_classes in matched:
         taken = set()
-        for i, r in enumerate(image_preds):
-            same = np.where(classes == r["category_id"], ious[i], -1.0) if anns else ious[i]
-            best = int(np.argmax(same)) if anns else -1
+        for i in np.flatnonzero(scores >= threshold):
+            best_any = ious[i].max(initial=0.0)
+            same = np.where(gt_classes == pred_classes[i], ious[i], -1.0)
+            best = int(np.argmax(same)) if same.size else -1
             if best >= 0 and same[best] >= 0.5:
                 kind = "duplicate" if best in taken else "true positive"
                 if kind == "true positive":
                     taken.add(best)
                     tp_ious.append(same[best])
-            elif anns and ious[i].max() >= 0.5:
+            elif best_any >= 0.5:
                 kind = "wrong class"
-            elif anns and ious[i].max() >= 0.1:
+            elif best_any >= 0.1:
                 kind = "poor localisation"
             else:
                 kind = "background"
@@ -88,13 +99,14 @@ def main(argv=None):
         except (OSError, ValueError) as e:
             sys.exit(f"error: cannot read {path}: {e}")
     gt_json, results = loaded
-    rows = []
     try:
-        for t in args.thresholds:
-            counts, tp_iou = classify(gt_json, results, t)
-            rows.append([f">= {t:g}", *counts.values(), f"{tp_iou:.3f}"])
+        matched = match_images(gt_json, results)
     except (ValueError, KeyError, TypeError) as e:
         sys.exit(f"error: {args.results} against {args.gt}: {type(e).__name__}: {e}")
+    rows = []
+    for t in args.thresholds:
+        counts, tp_iou = classify(matched, t)
+        rows.append([f">= {t:g}", *counts.values(), f"{tp_iou:.3f}"])
     print(f"{len(gt_json['annotations'])} GT instances")
     print(tabulate(rows, headers=["score", *KINDS, "TP mask IoU"], tablefmt="pipe"))
 
