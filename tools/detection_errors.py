@@ -21,6 +21,8 @@ import numpy as np
 from pycocotools import mask as mask_util
 from tabulate import tabulate
 
+from iai_d2.inference.relabel import mask_iou
+
 KINDS = ("true positive", "duplicate", "wrong class", "poor localisation", "background")
 
 
@@ -49,11 +51,8 @@ def match_images(gt_json, results):
         h, w = images[image_id]["height"], images[image_id]["width"]
         image_preds.sort(key=lambda r: -r["score"])
         anns = gts.get(image_id, [])
-        if anns:
-            ious = mask_util.iou([r["segmentation"] for r in image_preds],
-                                 [_rle(a["segmentation"], h, w) for a in anns], [0] * len(anns))
-        else:
-            ious = np.zeros((len(image_preds), 0))
+        ious = mask_iou([r["segmentation"] for r in image_preds],
+                        [_rle(a["segmentation"], h, w) for a in anns])
         matched.append((np.array([r["score"] for r in image_preds]),
                         np.array([r["category_id"] for r in image_preds]), ious,
                         np.array([a["category_id"] for a in anns])))
