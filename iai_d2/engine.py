@@ -22,8 +22,8 @@ from .data import build_clip_train_loader, build_video_test_loader, resolve_ytvi
 from .evaluation import YTVISEvaluator
 from .utils import atomic_write
 
-__all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "build_iai_optimizer", "is_video_split",
-           "launch_or_exit"]
+__all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "available_cpus", "build_iai_optimizer",
+           "is_video_split", "launch_or_exit"]
 
 # Errors whose message names the culprit (bad data, config or weights, a diverging loss): the tools
 # end with it as one line ``error: ...`` and exit code 1, from one process or from several.
@@ -222,10 +222,21 @@ def setup_cfg(args, add_config):
     merge_overrides(cfg, args.opts)
     if not sys.stderr.isatty():
         cfg.TEST.PROGRESS_BAR = False  # progress bars belong on a terminal, not in a log file
+    requested_workers, cores = cfg.DATALOADER.NUM_WORKERS, available_cpus()
+    # More workers than cores only thrash (and torch warns once per loader): use what there is.
+    cfg.DATALOADER.NUM_WORKERS = min(requested_workers, cores)
     cfg.freeze()
     default_setup(cfg, args)
-    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="iai_d2", abbrev_name="iai")
+    logger = setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="iai_d2", abbrev_name="iai")
+    if requested_workers > cores:
+        logger.info(f"DATALOADER.NUM_WORKERS {requested_workers} > the {cores} CPU cores this process may use: "
+                    f"using {cores}")
     return cfg
+
+
+def available_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask, as torch's DataLoader counts them)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def train_or_evaluate(cfg, args, trainer_cls=None):

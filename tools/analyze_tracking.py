@@ -19,16 +19,18 @@ import importlib
 import os
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
-from detectron2.utils.logger import setup_logger
+from iai_d2.utils import check_weights, filter_library_warnings
 
-from iai_d2 import add_iai_config
-from iai_d2.config import merge_overrides
-from iai_d2.engine import IAITrainer
-from iai_d2.evaluation.diagnosis import diagnose, diagnosis_table
-from iai_d2.inference.relabel import GT_IOU_THRESH, LINK_IOU_THRESH
-from iai_d2.utils import check_weights
+filter_library_warnings()  # before Detectron2 is imported
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.utils.logger import setup_logger  # noqa: E402
+
+from iai_d2 import add_iai_config  # noqa: E402
+from iai_d2.config import merge_overrides  # noqa: E402
+from iai_d2.engine import AtomicCheckpointer, IAITrainer  # noqa: E402
+from iai_d2.evaluation.diagnosis import diagnose, diagnosis_table  # noqa: E402
+from iai_d2.inference.relabel import GT_IOU_THRESH, LINK_IOU_THRESH  # noqa: E402
 
 PROJECTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "projects")
 
@@ -73,7 +75,7 @@ def main(args):
     setup_logger(name="iai_d2")
     check_weights(cfg.MODEL.WEIGHTS)
     model = IAITrainer.build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)  # bad files: ValueError naming them
     output_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "tracking_diagnosis")
     result = diagnose(cfg, model, args.dataset, output_dir, args.link_iou, args.gt_iou)
     print(diagnosis_table(result))

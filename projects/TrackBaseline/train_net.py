@@ -9,8 +9,12 @@ clip loader, YTVIS evaluator (results.json, submission.zip, mAP table), optimize
     python projects/TrackBaseline/train_net.py --config-file ... --eval-only MODEL.WEIGHTS .../model_final.pth
 """
 
-from iai_d2.engine import launch_or_exit, parse_launch_args, setup_cfg, train_or_evaluate
-from track_baseline import add_trackbaseline_config
+from iai_d2.utils import filter_library_warnings
+
+filter_library_warnings()  # before Detectron2 is imported (also runs in spawned DDP workers)
+
+from iai_d2.engine import launch_or_exit, parse_launch_args, setup_cfg, train_or_evaluate  # noqa: E402
+from track_baseline import add_trackbaseline_config  # noqa: E402
 
 
 def main(args):
