@@ -18,7 +18,8 @@ prose is not parsed. What counts as what:
 - flag: ``--flag`` after a tool on one command line (``tools/*.py``, ``benchmarks/*.py``,
   ``projects/*/*.py``, ``-m iai_d2...``; ``projects/IoULinkBaseline/run.py TOOL.py`` hands its flags to
   ``tools/TOOL.py``) must be an option of that tool's argparse parser, taken by running the tool
-  with ``parse_args`` intercepted; a flag on a line without a tool must belong to some tool.
+  with ``parse_args`` intercepted. A line of flags alone (``--link-iou``, ``# --iters N --quick``)
+  must name flags of some tool; other programs' command lines (``tensorboard --logdir``) are theirs.
 - ``make TARGET``: a Makefile target. ``iai_d2.x.y`` and ``from iai_d2.x import a, b``: importable.
 - link ``[text](target#anchor)``: the target exists, relative to the document, and the anchor is
   one of its headings (GitHub's slugs).
@@ -40,8 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC_PATTERNS = ("README.md", "docs/**/*.md", "projects/*/README.md", "datasets/README.md", "benchmarks/**/README.md")
 REPO_DIRS = ("benchmarks", "configs", "datasets", "docs", "iai_d2", "projects", "tests", "tools")
 CONFIG_GLOBS = ("configs/**/*.yaml", "projects/*/configs/**/*.yaml")
-# Flags of commands that are not the project's tools, written in the docs' command lines.
-EXTERNAL_FLAGS = {"--system-site-packages", "--logdir"}
 
 FENCE = re.compile(r"^[ \t]*(```+|~~~+)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
 SPAN = re.compile(r"(`+)(.+?)\1", re.S)
@@ -162,7 +161,7 @@ class Index:
         self.make_targets = set(re.findall(r"^([\w.-]+)[ \t]*:(?!=)", makefile, re.M))
         tools = [str(p.relative_to(ROOT)) for d in ("tools", "benchmarks") for p in (ROOT / d).glob("*.py")]
         tools += [str(p.relative_to(ROOT)) for p in ROOT.glob("projects/*/*.py")]
-        self.all_flags = set(EXTERNAL_FLAGS).union(*(tool_flags(t) or () for t in tools))
+        self.all_flags = set().union(*(tool_flags(t) or () for t in tools))
         self.all_flags |= tool_flags("-m iai_d2.evaluation") or set()
 
     def key_exists(self, key):
@@ -199,7 +198,8 @@ def check_flags(code, index):
     for line in logical_lines(code):
         tools = list(TOOL.finditer(line))
         if not tools:
-            problems += [f"flag {f} belongs to no tool" for f in FLAG.findall(line) if f not in index.all_flags]
+            if line.lstrip("#[ \t").startswith("--"):
+                problems += [f"flag {f} belongs to no tool" for f in FLAG.findall(line) if f not in index.all_flags]
             continue
         for match, following in zip(tools, tools[1:] + [None]):
             tool = re.sub(r"\s+", " ", match.group(1))
@@ -305,6 +305,7 @@ def test_readme_names_are_found(index):
         ("`iai_tiny.yaml`", "`iai_small.yaml`", "config file iai_small.yaml"),
         ("`tools/demo_video.py`", "`tools/demo.py`", "path tools/demo.py"),
         ("`python tools/train_net.py --eval-only`", "`python tools/train_net.py --evaluate-only`", "flag --evaluate-only"),
+        ("`--link-iou`", "`--link-iou-thresh`", "flag --link-iou-thresh belongs to no tool"),
         ("`make demo`", "`make demos`", "make target demos"),
         ("`iai_d2.evaluation.diagnosis.diagnose`", "`iai_d2.evaluation.diagnosis.diagnosis`", "python name"),
         ("[d](docs/DESIGN.md#config-keys)", "[d](docs/DESIGN.md#config-key)", "link docs/DESIGN.md#config-key"),
