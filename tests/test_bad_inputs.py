@@ -91,7 +91,7 @@ DATASET_CASES = [
     ("unknown-video", lambda d: set_path(d, ["annotations", 0, "video_id"], 7),
      ["train.json", "annotation id 10", "unknown video id 7"]),
     ("missing-video-id-field", lambda d: d["annotations"][0].pop("video_id") and d,
-     ["train.json", "malformed", "video_id"]),
+     ["train.json", "annotation id 10", "no 'video_id' field"]),
 ]
 
 
@@ -188,7 +188,7 @@ def test_short_counts_rle_is_rejected_when_loading(as_bytes):
     with pytest.raises(ValueError, match=r"result 0 \(video 1, frame 1\): corrupt RLE counts .*sum to 5"):
         load_results(bad, gt)
     bad_gt = set_path(split_json(), ["annotations", 1, "segmentations", 2], short_counts_rle(as_bytes))
-    with pytest.raises(ValueError, match=r"annotation 11 \(video 2, frame 2\): corrupt RLE counts"):
+    with pytest.raises(ValueError, match=r"annotation id 11 \(video id 2, frame 2\): corrupt RLE counts"):
         load_ground_truth(bad_gt)
     assert len(load_results(perfect_results(), gt)) == 2  # valid input still loads
 
