@@ -86,3 +86,24 @@ def test_bad_results_entry_names_the_results_file(tmp_path, capsys):
     assert eval_cli(["--gt", gt_path, "--results", res_path]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and res_path in err and "result 1" in err and "video 9" in err, err
+
+
+@pytest.mark.parametrize("with_orjson", [True, False], ids=["orjson", "stdlib"])
+def test_json_parsers_read_the_same_files(tmp_path, monkeypatch, with_orjson):
+    """orjson (when installed) and the standard library give equal objects, bit-equal floats, and
+    both read the NaN literal Python's json writes (orjson refuses it: the stdlib takes over)."""
+    from iai_d2.evaluation import ytvis_eval
+
+    if with_orjson:
+        pytest.importorskip("orjson")
+    else:
+        monkeypatch.setattr(ytvis_eval, "orjson", None)
+    results = perfect_results()
+    results[0]["score"] = 0.1 + 0.2  # 0.30000000000000004: not a short decimal
+    path = write_json(tmp_path / "results.json", results)
+    assert ytvis_eval.read_json(path, "results") == results
+    results[1]["score"] = float("nan")
+    parsed = ytvis_eval.read_json(write_json(tmp_path / "nan.json", results), "results")
+    assert parsed[0]["score"] == 0.1 + 0.2 and parsed[1]["score"] != parsed[1]["score"]
+    with pytest.raises(ValueError, match="bad.json is not valid JSON"):
+        ytvis_eval.read_json(write_json(tmp_path / "bad.json", json.dumps(results)[:-3]), "results")

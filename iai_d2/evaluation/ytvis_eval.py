@@ -36,6 +36,11 @@ from tabulate import tabulate
 
 from ..ytvis_format import check_ytvis_json
 
+try:  # a fast JSON parser (a pinned requirement); the standard library's when it is not installed
+    import orjson
+except ImportError:
+    orjson = None
+
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 MAX_DETS = (1, 10, 100)
@@ -107,6 +112,19 @@ def _gc_paused():
             gc.enable()
 
 
+def _loads(raw):
+    """Parse JSON bytes with orjson when it is importable (3-4x faster than the standard library on
+    a results file), else, or where orjson refuses what the standard library reads (NaN, Infinity,
+    integers beyond 64 bits), with ``json``: both accept and reject the same files, and parse every
+    number to the same value."""
+    if orjson is not None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
+
+
 def read_json(source, what):
     """Parse ``source`` (a .json path, a .zip holding ``results.json``, or an already loaded object)."""
     if not isinstance(source, (str, os.PathLike)):
@@ -120,10 +138,10 @@ def read_json(source, what):
                 with zipfile.ZipFile(path) as zf:
                     if "results.json" not in zf.namelist():
                         raise ValueError(f"{what} zip {path} has no results.json at its root")
-                    return json.loads(zf.read("results.json"))
+                    return _loads(zf.read("results.json"))
             with open(path, "rb") as f:
-                return json.load(f)
-    except json.JSONDecodeError as e:
+                return _loads(f.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{what} file {path} is not valid JSON: {e}") from None
 
 
