@@ -316,9 +316,7 @@ def _rle_sums_chunk(chars, lens):
     head = np.zeros(n, dtype=np.int64)  # count 0: the first value, outside both chains
     head[nonempty] = y[v0]
     y[v0] = 0
-    cols = [y[0::2].copy(), y[1::2].copy()]  # values by the parity of their index, then running sums
-    for col in cols:
-        np.cumsum(col, out=col)
+    cols = [np.cumsum(y[0::2]), np.cumsum(y[1::2])]  # running sums of the values by index parity
 
     def get(idx):
         odd = (idx & 1).astype(bool)
