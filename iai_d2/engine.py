@@ -23,7 +23,7 @@ from .evaluation import YTVISEvaluator
 from .utils import atomic_write
 
 __all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "available_cpus", "build_iai_optimizer",
-           "is_video_split", "launch_or_exit"]
+           "console_without_tracebacks", "error_message", "is_video_split", "launch_or_exit"]
 
 # Errors whose message names the culprit (bad data, config or weights, a diverging loss): the tools
 # end with it as one line ``error: ...`` and exit code 1, from one process or from several.
@@ -211,7 +211,8 @@ def setup_cfg(args, add_config):
     The frozen config of a ``train_net.py``-style command (``default_argument_parser`` args):
     ``add_config(cfg)`` adds the model's keys, then the file and the overrides (a bad override is
     a one-line ValueError), progress bars only on a terminal, Detectron2's ``default_setup``, and
-    the ``iai_d2`` logger (AP table, written files) to the console and log.txt.
+    the ``iai_d2`` logger (AP table, written files) to the console and log.txt; logged tracebacks
+    go to log.txt only (``console_without_tracebacks``).
     """
     from detectron2.config import get_cfg
     from detectron2.engine import default_setup
@@ -231,6 +232,7 @@ def setup_cfg(args, add_config):
     if requested_workers > cores:
         logger.info(f"DATALOADER.NUM_WORKERS {requested_workers} > the {cores} CPU cores this process may use: "
                     f"using {cores}")
+    console_without_tracebacks()
     return cfg
 
 
@@ -269,17 +271,57 @@ class WorkerError(Exception):
     """One of ONE_LINE_ERRORS raised in a launched process, its message made one line."""
 
 
-def _one_line(error):
-    return " ".join(str(error).split())
+def error_message(error):
+    """The message of ``error`` on one line. A DataLoader worker's error, which torch re-raises in
+    the main process as "Caught X in DataLoader worker process N.\nOriginal Traceback ...", gives
+    back the original message (the traceback's last line, less the exception type)."""
+    text = str(error)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        kind, sep, message = text.rstrip().splitlines()[-1].partition(": ")
+        if sep and " " not in kind:
+            text = message
+    return " ".join(text.split())
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Console formatter: what the wrapped formatter writes, less the exception traceback and stack
+    of the record (the log file's handler still gets them)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record):
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info = record.exc_text = record.stack_info = None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def console_without_tracebacks(logger_names=("detectron2", "fvcore", "iai_d2")):
+    """Tracebacks logged by these loggers (e.g. Detectron2's "Exception during training:") go to
+    their log files only: their console handlers (streams stdout / stderr) write the message line."""
+    for name in logger_names:
+        for handler in logging.getLogger(name).handlers:
+            if (isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stdout, sys.stderr)
+                    and not isinstance(handler.formatter, _WithoutTraceback)):
+                handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter()))
 
 
 def _run_worker(main_func, *args):
     """Body of every launched process. torch.multiprocessing hands a worker's failure to the parent
-    only as the traceback text, whose last line is then ``iai_d2.engine.WorkerError: <message>``."""
+    only as the traceback text, whose last line is then ``iai_d2.engine.WorkerError: <message>``.
+    The traceback goes to the ``iai_d2`` log file (when set up), not to the console."""
     try:
         return main_func(*args)
     except ONE_LINE_ERRORS as e:
-        raise WorkerError(_one_line(e)) from None
+        message = error_message(e)
+        logger = logging.getLogger("iai_d2")
+        if logger.handlers:
+            logger.error(f"Stopped (traceback in the log file): {message}", exc_info=e)
+        raise WorkerError(message) from None
 
 
 def parse_launch_args(argv=None):
@@ -320,4 +362,4 @@ def launch_or_exit(main_func, args):
             sys.exit(f"error: {lines[-1][len(marker):]}")
         raise
     except ONE_LINE_ERRORS as e:  # raised by the launcher itself
-        sys.exit(f"error: {_one_line(e)}")
+        sys.exit(f"error: {error_message(e)}")

@@ -5,8 +5,7 @@ import os
 import tempfile
 import warnings
 
-__all__ = ["atomic_write", "check_weights", "check_ytvis_json", "fetch_weights", "filter_library_warnings",
-           "json_rle"]
+__all__ = ["atomic_write", "check_weights", "fetch_weights", "filter_library_warnings", "json_rle"]
 
 
 def atomic_write(path: str, write_fn, mode: str = "wb") -> None:
@@ -104,23 +103,6 @@ def json_rle(rle):
     if isinstance(counts, bytes):
         counts = counts.decode("ascii")
     return {"size": [int(s) for s in rle["size"]], "counts": counts}
-
-
-def check_ytvis_json(data, json_file: str) -> None:
-    """Raise ValueError naming ``json_file`` and the field unless ``data`` (a parsed YouTube-VIS
-    json) is an object whose ``videos`` is a non-empty list of objects and whose ``categories`` and
-    ``annotations`` are lists (or absent / null) of objects."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{json_file}: expected a json object with 'videos', got {type(data).__name__}")
-    for key in ("videos", "categories", "annotations"):
-        value = data.get(key)
-        if value is None and key != "videos":
-            continue
-        if not isinstance(value, list) or not all(isinstance(x, dict) for x in value):
-            got = type(value).__name__ if not isinstance(value, list) else "a list with non-object items"
-            raise ValueError(f"{json_file}: '{key}' must be a list of objects, got {got}")
-    if not data["videos"]:
-        raise ValueError(f"{json_file}: 'videos' is empty")
 
 
 def filter_library_warnings() -> None:

@@ -91,7 +91,7 @@ DATASET_CASES = [
     ("unknown-video", lambda d: set_path(d, ["annotations", 0, "video_id"], 7),
      ["train.json", "annotation id 10", "unknown video id 7"]),
     ("missing-video-id-field", lambda d: d["annotations"][0].pop("video_id") and d,
-     ["train.json", "malformed", "video_id"]),
+     ["train.json", "annotation id 10", "no 'video_id' field"]),
 ]
 
 
@@ -188,7 +188,7 @@ def test_short_counts_rle_is_rejected_when_loading(as_bytes):
     with pytest.raises(ValueError, match=r"result 0 \(video 1, frame 1\): corrupt RLE counts .*sum to 5"):
         load_results(bad, gt)
     bad_gt = set_path(split_json(), ["annotations", 1, "segmentations", 2], short_counts_rle(as_bytes))
-    with pytest.raises(ValueError, match=r"annotation 11 \(video 2, frame 2\): corrupt RLE counts"):
+    with pytest.raises(ValueError, match=r"annotation id 11 \(video id 2, frame 2\): corrupt RLE counts"):
         load_ground_truth(bad_gt)
     assert len(load_results(perfect_results(), gt)) == 2  # valid input still loads
 
@@ -334,15 +334,23 @@ def tiny_train_split(tmp_path, e2e_settings):
 
 
 def test_training_failure_before_first_iteration_is_not_masked(tmp_path, e2e_settings, tiny_train_split):
-    """A missing frame fails in the first step: the error raised is the frame's, not the loss-curve
-    hook's ``No history metric available for total_loss``."""
+    """Missing frames are counted when the train loader is built; a frame that vanishes later fails
+    in the first step: the error raised is the frame's, not the loss-curve hook's ``No history
+    metric available for total_loss``."""
     from iai_d2.engine import IAITrainer
 
     name, data = tiny_train_split
-    for frame in (data / "train" / "JPEGImages").glob("*/*.jpg"):
-        frame.unlink()
+    frames = sorted((data / "train" / "JPEGImages").glob("*/*.jpg"))
+    content = frames[1].read_bytes()
+    frames[1].unlink()
+    with pytest.raises(FileNotFoundError, match=rf"Missing image files: 1 of the {len(frames)} frames .*first: "
+                                                r".*00001\.jpg \(video id 1, frame 1\)"):
+        IAITrainer(_train_cfg(tmp_path, e2e_settings, name))
+    frames[1].write_bytes(content)
     trainer = IAITrainer(_train_cfg(tmp_path, e2e_settings, name))
     trainer.resume_or_load(resume=False)
+    for frame in frames:
+        frame.unlink()
     with pytest.raises(FileNotFoundError, match=r"Missing image file .*\.jpg \(video id 1, frame \d\)"):
         trainer.train()
 
@@ -492,7 +500,8 @@ def test_train_net_two_process_failure_is_one_line(run_tool, e2e_settings, synth
 
 
 def test_train_net_training_failure_is_the_last_line(run_tool, e2e_settings, synthetic_vis_root, tmp_path):
-    """A missing training frame: the last line is the frame's error (not a KeyError from a hook)."""
+    """Missing training frames: counted when the loader is built; the last line is that error (not a
+    KeyError from a hook), no traceback on the console, the full one in log.txt."""
     root = tmp_path / "datasets"
     (root / "synthetic_vis").mkdir(parents=True)
     src = synthetic_vis_root / "synthetic_vis"
@@ -505,8 +514,10 @@ def test_train_net_training_failure_is_the_last_line(run_tool, e2e_settings, syn
     proc = run_tool("train_net.py", "--config-file", e2e_settings.config, *e2e_settings.input_opts,
                     "SOLVER.MAX_ITER", 3, "SOLVER.IMS_PER_BATCH", 1, "DATASETS.TEST", "()",
                     "OUTPUT_DIR", tmp_path / "out", datasets_root=root, timeout=180)
-    last = _one_line_error(proc, "Missing image file", "_gone.jpg", "video id")
+    last = _one_line_error(proc, "Missing image files", "_gone.jpg", "video id")
     assert "No history metric" not in proc.stderr, last
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    assert "Traceback" in (tmp_path / "out" / "log.txt").read_text()  # the full one stays in the log
 
 
 def test_demo_rejects_mixed_frame_sizes_and_bad_output(run_tool, e2e_settings, tmp_path):

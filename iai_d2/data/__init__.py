@@ -1,7 +1,7 @@
 """Video data for iai_d2: YouTube-VIS/OVIS datasets (registered on import), the synthetic
 moving-shapes generator, the clip mapper and the loaders."""
 from . import datasets
-from .build import build_clip_train_loader, build_video_test_loader, get_video_dataset_dicts
+from .build import build_clip_train_loader, build_video_test_loader, check_frame_files, get_video_dataset_dicts
 from .clip_mapper import VideoFrames, YTVISClipDatasetMapper, read_video_frame, sample_clip_indices
 from .datasets import *  # noqa: F401,F403  (importing .datasets registers the built-in names)
 from .synthetic import SyntheticVideo, generate_synthetic_vis
@@ -12,6 +12,7 @@ __all__ = datasets.__all__ + [
     "YTVISClipDatasetMapper",
     "build_clip_train_loader",
     "build_video_test_loader",
+    "check_frame_files",
     "generate_synthetic_vis",
     "get_video_dataset_dicts",
     "read_video_frame",

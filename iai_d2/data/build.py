@@ -1,5 +1,6 @@
 """Data loaders for clip training (one clip per video item) and whole-video inference."""
 import logging
+import os
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.data.build import get_detection_dataset_dicts
@@ -7,7 +8,7 @@ from detectron2.data.detection_utils import check_metadata_consistency
 
 from .clip_mapper import YTVISClipDatasetMapper
 
-__all__ = ["build_clip_train_loader", "build_video_test_loader", "get_video_dataset_dicts"]
+__all__ = ["build_clip_train_loader", "build_video_test_loader", "check_frame_files", "get_video_dataset_dicts"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,19 @@ def get_video_dataset_dicts(names, filter_empty=True):
     return records
 
 
+def check_frame_files(records, names, shown=3):
+    """Raise FileNotFoundError when frame files of ``records`` (local paths; URLs are not checked)
+    are missing: how many, and the first ``shown`` with their video id and frame index. One stat
+    per frame when the loader is built, instead of an error from a DataLoader worker at iteration N."""
+    missing = [(f, r["video_id"], t) for r in records for t, f in enumerate(r["file_names"])
+               if "://" not in f and not os.path.isfile(f)]
+    if missing:
+        total = sum(len(r["file_names"]) for r in records)
+        first = "; ".join(f"{f} (video id {v}, frame {t})" for f, v, t in missing[:shown])
+        raise FileNotFoundError(f"Missing image files: {len(missing)} of the {total} frames of {names} "
+                                f"do not exist, first: {first}")
+
+
 def build_clip_train_loader(cfg, mapper=None):
     """
     Infinite training loader over ``cfg.DATASETS.TRAIN``: every item is one video, mapped to one
@@ -53,6 +67,7 @@ def build_clip_train_loader(cfg, mapper=None):
     dataset = get_video_dataset_dicts(
         cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
     )
+    check_frame_files(dataset, list(cfg.DATASETS.TRAIN))
     return build_detection_train_loader(
         dataset,
         mapper=YTVISClipDatasetMapper(cfg, is_train=True) if mapper is None else mapper,
@@ -68,6 +83,7 @@ def build_video_test_loader(cfg, dataset_name, mapper=None):
     lazily); ``InferenceSampler`` gives every rank a contiguous shard of whole videos.
     """
     dataset = get_video_dataset_dicts(dataset_name, filter_empty=False)
+    check_frame_files(dataset, dataset_name)
     return build_detection_test_loader(
         dataset,
         mapper=YTVISClipDatasetMapper(cfg, is_train=False) if mapper is None else mapper,

@@ -15,7 +15,8 @@ from detectron2.structures import BoxMode
 from detectron2.utils.colormap import colormap
 from detectron2.utils.file_io import PathManager
 
-from ...utils import atomic_write, check_ytvis_json, json_rle
+from ...utils import atomic_write, json_rle
+from ...ytvis_format import check_ytvis_json
 
 __all__ = [
     "YTVIS_2019_CATEGORIES",
@@ -86,13 +87,9 @@ def ytvis_category_metadata(categories):
 
 
 def _segmentation_record(segm, height, width, where):
-    """Validate one per-frame segmentation; uncompressed RLE -> compressed RLE with str counts."""
+    """One per-frame segmentation (its RLE size was checked with the json); uncompressed RLE ->
+    compressed RLE with str counts."""
     if isinstance(segm, dict):
-        if list(segm.get("size", [])) != [height, width]:
-            raise ValueError(
-                f"{where}: RLE size {segm.get('size')} != video size [height, width] = "
-                f"[{height}, {width}]"
-            )
         if isinstance(segm["counts"], list):
             segm = mask_util.frPyObjects(segm, height, width)
         return json_rle(segm)
@@ -123,25 +120,16 @@ def _category_map(data, json_file, dataset_name):
 
 
 def _video_records(data, json_file, image_root):
+    """video id -> record without annotations (the json's invariants are checked already)."""
     records = {}
-    for video in data.get("videos") or []:
+    for video in data["videos"]:
         vid = video["id"]
-        if vid in records:
-            raise ValueError(f"{json_file}: duplicate video id {vid}")
-        if "height" not in video or "width" not in video:
-            raise ValueError(f"{json_file}: video id {vid} has no height/width")
-        file_names = video["file_names"]
-        length = video.get("length", len(file_names))
-        if not file_names:
-            raise ValueError(f"{json_file}: video id {vid} has no frames")
-        if length != len(file_names):
-            raise ValueError(
-                f"{json_file}: video id {vid} has {len(file_names)} file_names but length {length}"
-            )
+        if not video.get("file_names"):
+            raise ValueError(f"{json_file}: video id {vid} has no 'file_names' (the frames to load)")
         records[vid] = {
             "video_id": vid,
-            "file_names": [os.path.join(image_root, f) for f in file_names],
-            "length": length,
+            "file_names": [os.path.join(image_root, f) for f in video["file_names"]],
+            "length": len(video["file_names"]),
             "height": video["height"],
             "width": video["width"],
         }
@@ -153,13 +141,8 @@ def _add_track(record, ann, contiguous_id, json_file):
     vid, length, h, w = record["video_id"], record["length"], record["height"], record["width"]
     where = f"{json_file}: video id {vid}, annotation id {ann['id']}"
     if ann["category_id"] not in contiguous_id:
-        raise ValueError(f"{where}: unknown category id {ann['category_id']}")
-    for key in ("segmentations", "bboxes", "areas"):
-        if ann.get(key) is not None and len(ann[key]) != length:
-            raise ValueError(
-                f"{where}: '{key}' has {len(ann[key])} entries, video length is {length}"
-            )
-    segms = ann.get("segmentations") or [None] * length
+        raise ValueError(f"{where}: category id {ann['category_id']} is not in the categories of the dataset")
+    segms = ann["segmentations"]
     bboxes = ann.get("bboxes") or [None] * length
     for frame_idx, (segm, bbox) in enumerate(zip(segms, bboxes)):
         if segm is None:
@@ -178,22 +161,11 @@ def _add_track(record, ann, contiguous_id, json_file):
 
 
 def _add_annotations(records, annotations, contiguous_id, json_file):
-    """Add every annotation (a track) to its video record; annotation ids must be unique, since the
-    id is the track identity the clip mapper turns into memory slots."""
+    """Add every annotation (a track; its id, unique in the json, is the track identity the clip
+    mapper turns into memory slots) to its video record."""
     for record in records.values():
         record["annotations"] = [[] for _ in range(record["length"])]
-    seen = {}
     for ann in annotations:
-        if ann["video_id"] not in records:
-            raise ValueError(
-                f"{json_file}: annotation id {ann['id']} refers to unknown video id {ann['video_id']}"
-            )
-        if ann["id"] in seen:
-            raise ValueError(
-                f"{json_file}: duplicate annotation id {ann['id']} (videos {seen[ann['id']]} and "
-                f"{ann['video_id']}); each track needs its own id"
-            )
-        seen[ann["id"]] = ann["video_id"]
         _add_track(records[ann["video_id"]], ann, contiguous_id, json_file)
 
 
