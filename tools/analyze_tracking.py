@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """
 Tracking diagnosis: run a video model once over an annotated split and score the same detections
-with the model's own IDs, greedy mask-IoU linking, and oracle (GT) identities.
+with the model's own IDs, greedy mask-IoU linking, and oracle (GT) identities: video AP, HOTA /
+DetA / AssA / IDF1 (TrackEval), identity statistics, and the re-identification accounting (which
+id a GT track gets back after a gap of k frames, with or without a same-class look-alike in view).
 
     python tools/analyze_tracking.py --config-file configs/synthetic/iai_tiny.yaml \
         MODEL.WEIGHTS output/demo/model_final.pth
@@ -26,6 +28,7 @@ from detectron2.utils.logger import setup_logger
 from iai_d2 import add_iai_config
 from iai_d2.config import merge_overrides
 from iai_d2.engine import IAITrainer
+from iai_d2.evaluation.association import SCORE_THRESH
 from iai_d2.evaluation.diagnosis import diagnose, diagnosis_table
 from iai_d2.inference.relabel import GT_IOU_THRESH, LINK_IOU_THRESH
 from iai_d2.utils import check_weights
@@ -59,6 +62,8 @@ def parse_args(argv=None):
                         help="IoU linking: link a pair when its mask IoU is above this")
     parser.add_argument("--gt-iou", type=float, default=GT_IOU_THRESH,
                         help="a detection matches a GT track at mask IoU >= this (oracle, statistics)")
+    parser.add_argument("--score-thresh", type=float, default=SCORE_THRESH,
+                        help="HOTA / DetA / AssA / IDF1 score the detections with class probability >= this")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return parser.parse_args(argv)
 
@@ -75,7 +80,7 @@ def main(args):
     model = IAITrainer.build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     output_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "tracking_diagnosis")
-    result = diagnose(cfg, model, args.dataset, output_dir, args.link_iou, args.gt_iou)
+    result = diagnose(cfg, model, args.dataset, output_dir, args.link_iou, args.gt_iou, args.score_thresh)
     print(diagnosis_table(result))
     print(f"Wrote {os.path.join(output_dir, 'diagnosis.md')} and diagnosis.json")
 
