@@ -6,7 +6,7 @@ IoU-linking floor on Mask R-CNN, and IAI and the tracking-by-detection baseline 
 heavy occlusion, scored with the tracking diagnosis (video AP, HOTA / AssA / IDF1, ID switches and
 re-identification after gaps for model / IoU-linked / oracle identities on the same detections).
 
-    python benchmarks/occlusion_benchmark.py            # IAI, Track, floor x 3 seeds: ~3.5 h on 2 CPU cores
+    python benchmarks/occlusion_benchmark.py            # IAI, Track, floor x 3 seeds: ~3.5 h, 2 quiet CPU cores
     python benchmarks/occlusion_benchmark.py --variants all --device cuda --workers 12  # one GPU
     python benchmarks/occlusion_benchmark.py --quick --variants iai,floor --output /tmp/occ --results /tmp/occ
 
