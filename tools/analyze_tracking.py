@@ -65,7 +65,10 @@ def parse_args(argv=None):
     parser.add_argument("--score-thresh", type=float, default=SCORE_THRESH,
                         help="HOTA / DetA / AssA / IDF1 score the detections with class probability >= this")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.score_thresh <= 1.0:
+        parser.error(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
+    return args
 
 
 def main(args):
