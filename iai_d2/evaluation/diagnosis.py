@@ -6,7 +6,8 @@ three identity labellings, aggregated and scored identically (``VideoTrackAggreg
 ``YTVISEvaluator``): the model's own IDs, greedy mask-IoU linking to the previous frame (no
 learning) and oracle IDs (each detection gets the GT track it matches). Identity statistics (ID
 switches, fragmentation, kept / swapped / new IDs of continuing tracks) come from
-:mod:`iai_d2.inference.relabel`.
+:mod:`iai_d2.inference.relabel`, HOTA / DetA / AssA / IDF1 from :mod:`.association` (TrackEval),
+and the identity a GT track gets back after a gap from :mod:`.reidentification`.
 
 A model qualifies if it has ``new_video_state()`` and ``inference_frame(state, image, height,
 width)`` returning Instances with ``pred_masks`` (M, H, W) bool, ``class_probs`` (M, K) and ``ID`` (M,).
