@@ -1,5 +1,6 @@
 """Ablation configs (configs/synthetic/ablations/) and the TrackBaseline config train a few
-iterations and evaluate; benchmarks/occlusion_benchmark.py --quick runs end to end and resumes."""
+iterations and evaluate; benchmarks/occlusion_benchmark.py --quick runs end to end over two seeds
+and resumes; the paired t-interval of its report."""
 import glob
 import json
 import os
@@ -93,35 +94,62 @@ def run_benchmark(out, *extra):
     )
 
 
-def test_occlusion_benchmark_quick_writes_the_table_and_resumes(tmp_path):
+def test_occlusion_benchmark_quick_writes_the_seeded_table_and_resumes(tmp_path):
     proc = run_benchmark(tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     results = tmp_path / "results"
     table = (results / "occlusion.md").read_text()
-    for label in ("IAI (demo config", "association w/o ID head", "floor: image model + IoU linking"):
+    for label in ("IAI (demo config", "association w/o ID head", "floor: image model + IoU linking",
+                  "Commit ", "configs/synthetic/iai_tiny.yaml", "95% t-interval", "look-alike"):
         assert label in table
     report = json.loads((results / "occlusion.json").read_text())
     assert report["settings"]["occlusion"] == 1.0 and report["settings"]["iters"] == 2
-    assert [row[0] for row in report["table"]][::2] == ["IAI (demo config: res3, dense ID)",
-                                                        "floor: image model + IoU linking"]
-    for row in report["table"]:
-        assert all(0.0 <= ap <= 100.0 for ap in (row[1], row[7], row[8])) and row[6] >= 0
+    assert report["settings"]["seeds"] == 2
+    assert list(report["table"]) == ["iai", "iai_iou_link", "floor"]
+    for key, row in report["table"].items():
+        assert list(row["values"]) == ["0", "1"]  # both seeds, paired
+        for values in row["values"].values():
+            assert all(0.0 <= values[m] <= 100.0 for m in ("AP", "HOTA", "AssA", "IDF1", "link_AP", "oracle_AP"))
+            assert values["id_switches"] >= 0
+    for key, diffs in report["paired"].items():
+        assert key in ("iai_iou_link", "floor")
+        for d in diffs.values():
+            assert d["n"] == 2 and (d["lo"] <= d["mean"] <= d["hi"] or d["sd"] != d["sd"])  # nan sd: no CI
     assert (results / "occlusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # The floor's own identities are its IoU-linked ones.
-    floor = json.loads((tmp_path / "work" / "floor" / "result.json").read_text())["diagnosis"]["rows"]
-    assert json.dumps(floor["model"]) == json.dumps(floor["iou_link"])
+    # The floor's own identities are its IoU-linked ones; each seed starts from its own image model.
+    work = tmp_path / "work"
+    for seed in (0, 1):
+        floor = json.loads((work / f"seed{seed}" / "floor" / "result.json").read_text())
+        assert floor["seed"] == seed
+        rows = floor["diagnosis"]["rows"]
+        assert json.dumps(rows["model"]) == json.dumps(rows["iou_link"])
+        log = (work / f"seed{seed}" / "iai" / "log.txt").read_text()
+        assert f"Loading from {work / f'seed{seed}' / 'image' / 'model_final.pth'}" in log
 
-    # A second run reuses every finished variant: nothing is retrained, the table is the same.
-    final = tmp_path / "work" / "iai" / "model_final.pth"
+    # A second run reuses every finished run: nothing is retrained, the table is the same.
+    final = work / "seed1" / "iai" / "model_final.pth"
     stamp = final.stat().st_mtime_ns
     proc = run_benchmark(tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert final.stat().st_mtime_ns == stamp
-    assert json.loads((results / "occlusion.json").read_text())["table"] == report["table"]
+    # (as JSON text: a re-ID rate without returns is NaN in both)
+    assert json.dumps(json.loads((results / "occlusion.json").read_text())["summary"]) == json.dumps(report["summary"])
 
     # Other data settings in the same output folder are refused in one line.
     proc = run_benchmark(tmp_path, "--frames", "7")
     assert proc.returncode != 0 and proc.stderr.strip().startswith("error:") and "--output" in proc.stderr
+
+
+def test_paired_difference_t_interval():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from occlusion_report import paired_difference
+
+    d = paired_difference({0: 30.0, 1: 32.0, 2: 34.0}, {0: 33.0, 1: 34.0, 2: 38.0, 3: 99.0})  # seed 3 unpaired
+    # differences 3, 2, 4: mean 3, sd 1, half width t(0.975, 2) / sqrt(3) = 4.303 / 1.732
+    assert d["n"] == 3 and d["mean"] == pytest.approx(3.0) and d["sd"] == pytest.approx(1.0)
+    assert d["hi"] - d["mean"] == pytest.approx(4.3027 / 3 ** 0.5, rel=1e-3)
+    single = paired_difference({0: 1.0}, {0: 2.0})
+    assert single["mean"] == 1.0 and single["lo"] != single["lo"]  # one seed: no interval (nan)
 
 
 def test_occlusion_benchmark_quick_runs_the_condinst_rows(tmp_path):
@@ -129,16 +157,19 @@ def test_occlusion_benchmark_quick_runs_the_condinst_rows(tmp_path):
     the Mask R-CNN stage (image/) is not trained when no Mask R-CNN variant is asked for."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.run(
-        [sys.executable, BENCHMARK, "--quick", "--variants", "iai_condinst,condinst_track", "--threads", "1",
+        [sys.executable, BENCHMARK, "--quick", "--seeds", "1", "--variants", "iai_condinst,condinst_track",
+         "--threads", "1",
          "--output", str(tmp_path / "work"), "--results", str(tmp_path / "results")],
         env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "occlusion.json").read_text())
-    assert [row[0] for row in report["table"]] == ["IAI + CondInst (res3, dense ID)", "CondInst Track (MaskTrack-style)"]
-    for row in report["table"]:
-        assert all(0.0 <= ap <= 100.0 for ap in (row[1], row[7], row[8])) and row[6] >= 0
-    work = tmp_path / "work"
+    assert [row["label"] for row in report["table"].values()] == ["IAI + CondInst (res3, dense ID)",
+                                                                  "CondInst Track (MaskTrack-style)"]
+    for row in report["table"].values():
+        for values in row["values"].values():
+            assert all(0.0 <= values[m] <= 100.0 for m in ("AP", "AssA", "link_AP", "oracle_AP"))
+    work = tmp_path / "work" / "seed0"
     assert (work / "image_condinst" / "model_final.pth").is_file() and not (work / "image").exists()
     for name, arch in (("iai_condinst", "IAICondInst"), ("condinst_track", "TrackCondInst")):
         log = (work / name / "log.txt").read_text()

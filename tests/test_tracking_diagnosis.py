@@ -141,7 +141,7 @@ def test_analyze_tracking_tool_on_the_overfit_model(
     assert list(result["rows"]) == ["model", "iou_link", "oracle"]
     continuations = set()
     for key, row in result["rows"].items():
-        for metric in ("AP", "AP50", "AP75", "AR1", "AR10"):
+        for metric in ("AP", "AP50", "AP75", "AR1", "AR10", "HOTA", "DetA", "AssA", "IDF1"):
             assert 0.0 <= row[metric] <= 100.0, (key, metric, row[metric])
         assert row["id_switches"] >= 0 and min(row["kept"], row["swap"], row["new"]) >= 0
         continuations.add(row["kept"] + row["swap"] + row["new"])
@@ -152,6 +152,10 @@ def test_analyze_tracking_tool_on_the_overfit_model(
     assert oracle["id_switches"] == 0 and oracle["swap"] == 0 and oracle["new"] == 0
     if result["gt_tracks"]:
         assert oracle["fragmentation"] == 1.0
+    # Same detections, same GT matches: every labelling has the same returns after a gap.
+    assert list(result["reid"]) == ["model", "iou_link"]
+    returns = {key: sum(sum(side.values()) for side in counts["all"].values()) for key, counts in result["reid"].items()}
+    assert len(set(returns.values())) == 1
     assert list(result["id_head"]) == ["teacher_forced", "inference"]
     assert result["id_head"]["teacher_forced"]["seen"] > 0
     for mode, row in result["id_head"].items():
@@ -159,7 +163,8 @@ def test_analyze_tracking_tool_on_the_overfit_model(
             assert 0.0 <= row["prior"] <= 1.0 and 0.0 <= row["accuracy"] <= 1.0, (mode, row)
             assert abs(row["accuracy"] + row["answered_new"] + row["answered_other"] - 1.0) < 1e-9
     table = (out / "diagnosis.md").read_text()
-    for name in ("model IDs", "IoU-linked", "oracle", "id_switches", "fragmentation", "teacher-forced memory"):
+    for name in ("model IDs", "IoU-linked", "oracle", "id_switches", "fragmentation", "teacher-forced memory",
+                 "HOTA", "AssA", "IDF1", "gap k", "look-alike"):
         assert name in table and name in proc.stdout
 
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """
 Tracking diagnosis: run a video model once over an annotated split and score the same detections
-with the model's own IDs, greedy mask-IoU linking, and oracle (GT) identities.
+with the model's own IDs, greedy mask-IoU linking, and oracle (GT) identities: video AP, HOTA /
+DetA / AssA / IDF1 (TrackEval), identity statistics, and the re-identification accounting (which
+id a GT track gets back after a gap of k frames, with or without a same-class look-alike in view).
 
     python tools/analyze_tracking.py --config-file configs/synthetic/iai_tiny.yaml \
         MODEL.WEIGHTS output/demo/model_final.pth
@@ -29,6 +31,7 @@ from detectron2.utils.logger import setup_logger  # noqa: E402
 from iai_d2 import add_iai_config  # noqa: E402
 from iai_d2.config import merge_overrides  # noqa: E402
 from iai_d2.engine import AtomicCheckpointer, IAITrainer  # noqa: E402
+from iai_d2.evaluation.association import SCORE_THRESH  # noqa: E402
 from iai_d2.evaluation.diagnosis import diagnose, diagnosis_table  # noqa: E402
 from iai_d2.inference.relabel import GT_IOU_THRESH, LINK_IOU_THRESH  # noqa: E402
 
@@ -61,8 +64,13 @@ def parse_args(argv=None):
                         help="IoU linking: link a pair when its mask IoU is above this")
     parser.add_argument("--gt-iou", type=float, default=GT_IOU_THRESH,
                         help="a detection matches a GT track at mask IoU >= this (oracle, statistics)")
+    parser.add_argument("--score-thresh", type=float, default=SCORE_THRESH,
+                        help="HOTA / DetA / AssA / IDF1 score the detections with class probability >= this")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.score_thresh <= 1.0:
+        parser.error(f"--score-thresh must be in [0, 1], got {args.score_thresh}")
+    return args
 
 
 def main(args):
@@ -77,7 +85,7 @@ def main(args):
     model = IAITrainer.build_model(cfg)
     AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)  # bad files: ValueError naming them
     output_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "tracking_diagnosis")
-    result = diagnose(cfg, model, args.dataset, output_dir, args.link_iou, args.gt_iou)
+    result = diagnose(cfg, model, args.dataset, output_dir, args.link_iou, args.gt_iou, args.score_thresh)
     print(diagnosis_table(result))
     print(f"Wrote {os.path.join(output_dir, 'diagnosis.md')} and diagnosis.json")
 

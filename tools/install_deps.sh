@@ -22,5 +22,9 @@ else
   "$PY" -m installer "$tmp"/*.whl
   rm -rf "$tmp"
 fi
+# TrackEval (HOTA / IDF1 of the tracking diagnosis) without dependency resolution: its metadata
+# requires opencv-python, whose cv2 would replace opencv-python-headless's; it needs nothing that
+# requirements.txt does not install.
+"$PY" -m pip install -q --disable-pip-version-check --no-deps trackeval==1.3.0
 "$PY" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$ROOT"
 "$PY" -c "import detectron2, iai_d2; print('install_deps: detectron2', detectron2.__version__, '+ iai_d2 ok')"

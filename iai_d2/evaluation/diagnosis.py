@@ -6,7 +6,8 @@ three identity labellings, aggregated and scored identically (``VideoTrackAggreg
 ``YTVISEvaluator``): the model's own IDs, greedy mask-IoU linking to the previous frame (no
 learning) and oracle IDs (each detection gets the GT track it matches). Identity statistics (ID
 switches, fragmentation, kept / swapped / new IDs of continuing tracks) come from
-:mod:`iai_d2.inference.relabel`.
+:mod:`iai_d2.inference.relabel`, HOTA / DetA / AssA / IDF1 from :mod:`.association` (TrackEval),
+and the identity a GT track gets back after a gap from :mod:`.reidentification`.
 
 A model qualifies if it has ``new_video_state()`` and ``inference_frame(state, image, height,
 width)`` returning Instances with ``pred_masks`` (M, H, W) bool, ``class_probs`` (M, K) and ``ID`` (M,).
@@ -36,8 +37,10 @@ from ..inference.relabel import (
 )
 from ..inference.tracks import VideoTrackAggregator
 from ..utils import atomic_write
+from .association import ASSOCIATION_COLUMNS, SCORE_THRESH, association_metrics, sequence_data
 from .evaluator import YTVISEvaluator
 from .id_accuracy import MODES, id_head_accuracy
+from .reidentification import GAP_BUCKETS, OUTCOMES, reid_counts, returns, sum_counts
 
 __all__ = [
     "LABELLINGS",
@@ -45,6 +48,7 @@ __all__ = [
     "diagnose",
     "diagnosis_table",
     "id_head_table",
+    "reid_table",
     "run_video",
     "video_predictions",
 ]
@@ -53,7 +57,9 @@ logger = logging.getLogger(__name__)
 
 # labelling key -> table row name
 LABELLINGS = OrderedDict([("model", "model IDs"), ("iou_link", "IoU-linked"), ("oracle", "oracle")])
-TABLE_COLUMNS = ("AP", "AP50", "AP75", "AR1", "AR10", "id_switches", "fragmentation", "kept", "swap", "new")
+REID_LABELLINGS = ("model", "iou_link")  # oracle identities always come back kept
+AP_COLUMNS = ("AP", "AP50", "AP75", "AR1", "AR10")
+TABLE_COLUMNS = AP_COLUMNS + ASSOCIATION_COLUMNS + ("id_switches", "fragmentation", "kept", "swap", "new")
 
 
 @dataclass
@@ -82,6 +88,17 @@ def run_video(model, video: Dict) -> VideoDetections:
         dets.class_probs.append(instances.class_probs.cpu().double().numpy())
         dets.model_ids.append(instances.ID.tolist())
     return dets
+
+
+def _gt_categories(record: Dict) -> Dict[int, int]:
+    """{GT track id: category id} of a video record's non-crowd instances."""
+    return {a["id"]: a["category_id"] for annos in record["annotations"] for a in annos if not a.get("iscrowd", 0)}
+
+
+def _confident(dets: VideoDetections, thresh: float) -> List[List[bool]]:
+    """Per frame, which detections have a max class probability of at least ``thresh``."""
+    return [(probs.reshape(len(rles), -1).max(axis=1) >= thresh).tolist() if rles else []
+            for probs, rles in zip(dets.class_probs, dets.rles)]
 
 
 def _gt_frames(record: Dict) -> List[Dict[int, dict]]:
@@ -138,6 +155,7 @@ def diagnose(
     output_dir: str = None,
     link_iou_thresh: float = LINK_IOU_THRESH,
     gt_iou_thresh: float = GT_IOU_THRESH,
+    association_score_thresh: float = SCORE_THRESH,
 ) -> Dict:
     """
     Run ``model`` once over an annotated split (on this process only) and score its detections
@@ -152,16 +170,22 @@ def diagnose(
             ``diagnosis.json`` and ``diagnosis.md`` are written there (atomically).
         link_iou_thresh: IoU linking links a pair when its mask IoU is above this.
         gt_iou_thresh: a detection matches a GT track (oracle, statistics) at mask IoU >= this.
+        association_score_thresh: HOTA, DetA, AssA and IDF1 score the detections whose max class
+            probability is at least this.
     Returns:
-        dict: dataset, videos, gt_tracks (matched at least once), thresholds, and ``rows``:
-        {labelling: {AP, AP50, AP75, AR1, AR10, id_switches, fragmentation (mean distinct ids
-        per matched GT track), kept, swap, new}} for labellings model, iou_link, oracle; and, for
+        dict: dataset, videos, gt_tracks (matched at least once), thresholds, ``rows``:
+        {labelling: {AP, AP50, AP75, AR1, AR10, HOTA, DetA, AssA, IDF1 (:mod:`.association`, on
+        the detections with a class probability >= ``association_score_thresh``), id_switches,
+        fragmentation (mean distinct ids per matched GT track), kept, swap, new}} for labellings
+        model, iou_link, oracle; ``reid``: {labelling: re-identification counts
+        (:func:`~.reidentification.sum_counts`)} for model and iou_link; and, for
         a model with ``teacher_forced_frame`` (IAI), ``id_head``: the ID head accuracy on seen GT
         instances with teacher-forced and with inference memory (:mod:`.id_accuracy`).
     """
     dataset_name = dataset_name or cfg.DATASETS.TEST[0]
     records = {r["video_id"]: r for r in get_video_dataset_dicts(dataset_name, filter_empty=False)}
     gt_frames = {vid: _gt_frames(r) for vid, r in records.items()}
+    gt_categories = {vid: _gt_categories(r) for vid, r in records.items()}
     videos = []
     with inference_context(model), torch.no_grad():
         for batch in build_video_test_loader(cfg, dataset_name):
@@ -175,13 +199,18 @@ def diagnose(
         "oracle": [oracle_ids(v.rles, gt_frames[v.video_id], gt_iou_thresh) for v in videos],
     }
     matches = [match_to_gt(v.rles, gt_frames[v.video_id], gt_iou_thresh) for v in videos]
-    rows = OrderedDict()
+    confident = [_confident(v, association_score_thresh) for v in videos]
+    rows, reid = OrderedDict(), OrderedDict()
     num_gt_tracks = 0
     for key in LABELLINGS:
         sub_dir = os.path.join(output_dir, key) if output_dir else None
         segm = _score(dataset_name, videos, labellings[key], model.num_classes, model.video_topk,
                       model.video_score_thresh, sub_dir)
-        row = OrderedDict((name, float(segm[name])) for name in TABLE_COLUMNS[:5])
+        row = OrderedDict((name, float(segm[name])) for name in AP_COLUMNS)
+        row.update(association_metrics([
+            sequence_data(ids, v.rles, gt_frames[v.video_id], keep)
+            for v, ids, keep in zip(videos, labellings[key], confident)
+        ]))
         counts = {"id_switches": 0, "kept": 0, "swap": 0, "new": 0}
         fragments = []
         for ids, match in zip(labellings[key], matches):
@@ -194,13 +223,19 @@ def diagnose(
         row["fragmentation"] = float(np.mean(fragments)) if fragments else float("nan")
         row.update((name, counts[name]) for name in ("kept", "swap", "new"))
         rows[key] = row
+        if key in REID_LABELLINGS:
+            events = [e for v, ids, match in zip(videos, labellings[key], matches)
+                      for e in returns(ids, match, gt_frames[v.video_id], gt_categories[v.video_id])]
+            reid[key] = sum_counts([reid_counts(events)])
     result = {
         "dataset": dataset_name,
         "videos": len(videos),
         "gt_tracks": num_gt_tracks,
         "link_iou_thresh": link_iou_thresh,
         "gt_iou_thresh": gt_iou_thresh,
+        "association_score_thresh": association_score_thresh,
         "rows": rows,
+        "reid": reid,
     }
     if hasattr(model, "teacher_forced_frame"):
         with inference_context(model), torch.no_grad():
@@ -226,8 +261,31 @@ def diagnosis_table(result: Dict) -> str:
         f"matched (mask IoU >= {result['gt_iou_thresh']}); IoU linking at mask IoU > "
         f"{result['link_iou_thresh']}. fragmentation = mean distinct ids per matched GT track; "
         "kept / swap / new = detections continuing a GT track matched in the previous frame that "
-        "keep its id / take another existing id / start a new id."
+        "keep its id / take another existing id / start a new id. HOTA, DetA, AssA, IDF1: TrackEval, "
+        f"class-agnostic, on the detections with class probability >= {result['association_score_thresh']}."
+        "\n\n" + reid_table(result["reid"])
     ) + (("\n\n" + id_head_table(result["id_head"])) if "id_head" in result else "")
+
+
+def reid_table(reid: Dict) -> str:
+    """Markdown table of the re-identification counts of :func:`diagnose`, and a legend."""
+    rows = []
+    for key, counts in reid.items():
+        for bucket in (*GAP_BUCKETS, "all"):
+            cells = []
+            for side in ("alone", "lookalike"):
+                c = counts[bucket][side]
+                n = sum(c.values())
+                cells += [n, f"{100 * c['kept'] / n:.0f}" if n else "-"] + [c[o] for o in OUTCOMES]
+            rows.append([LABELLINGS[key], bucket] + cells)
+    headers = ["identities", "gap k", "returns", "kept %", *OUTCOMES,
+               "returns (look-alike)", "kept %", *OUTCOMES]
+    return (
+        tabulate(rows, headers=headers, tablefmt="pipe")
+        + "\n\nReturns: a GT track matched again after k >= 1 frames unmatched (hidden, out of frame or "
+        "missed); kept = its id before the gap, new = an id never seen before, other = an existing id. "
+        "Look-alike: another instance of its class is visible at the return frame."
+    )
 
 
 def id_head_table(id_head: Dict) -> str:
