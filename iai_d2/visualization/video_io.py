@@ -1,0 +1,112 @@
+"""Frames in (a video file, a folder of images, a webcam) and out (an mp4 / avi file written
+atomically, or a folder of JPEGs), with errors that name the file."""
+import glob
+import os
+from typing import Iterator, Optional, Tuple
+
+import cv2
+import numpy as np
+
+__all__ = ["IMAGE_EXTENSIONS", "FrameSink", "open_frames"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv")
+
+
+def _folder_frames(files) -> Iterator[np.ndarray]:
+    """BGR frames of image files that must all have one size."""
+    first = None
+    for f in files:
+        frame = cv2.imread(f, cv2.IMREAD_COLOR)
+        if frame is None:
+            raise ValueError(f"cannot decode image {f}")
+        first = first or (f, frame.shape[:2])
+        if frame.shape[:2] != first[1]:  # a video has one frame size (OpenCV drops the others)
+            raise ValueError(f"frame {f} is {frame.shape[1]}x{frame.shape[0]} but the first frame "
+                             f"{first[0]} is {first[1][1]}x{first[1][0]}; all frames of a video must "
+                             "have one size")
+        yield frame
+
+
+def _capture_frames(capture) -> Iterator[np.ndarray]:
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                return
+            yield frame
+    finally:
+        capture.release()
+
+
+def open_frames(source: str) -> Tuple[Iterator[np.ndarray], Optional[int], Optional[float]]:
+    """
+    Args:
+        source: a video file, a folder of images (sorted by name) or ``"webcam"``.
+    Returns:
+        (iterator of (H, W, 3) uint8 BGR frames, number of frames or None, fps or None).
+    Raises:
+        FileNotFoundError / ValueError naming ``source`` (or the bad frame file, while iterating).
+    """
+    if os.path.isdir(source):
+        files = sorted(f for f in glob.glob(os.path.join(source, "*")) if f.lower().endswith(IMAGE_EXTENSIONS))
+        if not files:
+            raise ValueError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder {source}")
+        return _folder_frames(files), len(files), None
+    if source != "webcam" and not os.path.isfile(source):
+        raise FileNotFoundError(f"input {source} is neither a file, a folder, nor 'webcam'")
+    capture = cv2.VideoCapture(0 if source == "webcam" else source)
+    if not capture.isOpened():
+        raise ValueError(f"OpenCV cannot open {source} (unreadable file, missing codec, or no webcam)")
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    fps = capture.get(cv2.CAP_PROP_FPS) or None
+    return _capture_frames(capture), (count if source != "webcam" else None), fps
+
+
+class FrameSink:
+    """Writes BGR frames to an mp4 / avi / mkv file (atomically: a temporary name, renamed by
+    :meth:`close`; :meth:`abort` removes it) or to a folder as numbered JPEGs."""
+
+    def __init__(self, output: str, fps: float):
+        self.output, self.fps, self.writer, self.count = output, fps, None, 0
+        self.to_file = output.lower().endswith(VIDEO_EXTENSIONS)
+        if self.to_file:
+            root, ext = os.path.splitext(os.path.abspath(output))
+            self.tmp = f"{root}.partial{ext}"
+        folder = os.path.dirname(self.tmp) if self.to_file else output
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot create the output folder {folder}: {e.strerror}") from None
+
+    def write(self, frame_bgr: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 BGR frame; every frame of a file must have the first's size."""
+        if not self.to_file:
+            path = os.path.join(self.output, f"{self.count:06d}.jpg")
+            if not cv2.imwrite(path, frame_bgr):
+                raise ValueError(f"cannot write {path}")
+        else:
+            if self.writer is None:
+                fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.tmp.endswith(".mp4") else "MJPG"))
+                self.size = frame_bgr.shape[1], frame_bgr.shape[0]
+                self.writer = cv2.VideoWriter(self.tmp, fourcc, self.fps, self.size)
+                if not self.writer.isOpened():
+                    raise ValueError(f"OpenCV has no encoder for {self.output} (try .avi or a folder)")
+            if (frame_bgr.shape[1], frame_bgr.shape[0]) != self.size:
+                raise ValueError(f"{self.output}: frame {self.count} is {frame_bgr.shape[1]}x"
+                                 f"{frame_bgr.shape[0]}, the first was {self.size[0]}x{self.size[1]}")
+            self.writer.write(np.ascontiguousarray(frame_bgr))
+        self.count += 1
+
+    def abort(self) -> None:
+        """Drop a partly written video file."""
+        if self.to_file:
+            if self.writer is not None:
+                self.writer.release()
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
+    def close(self) -> None:
+        if self.to_file and self.writer is not None:
+            self.writer.release()
+            os.replace(self.tmp, self.output)
