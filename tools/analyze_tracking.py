@@ -11,7 +11,9 @@ with the model's own IDs, greedy mask-IoU linking, and oracle (GT) identities.
     python tools/analyze_tracking.py --config-file projects/TrackBaseline/configs/synthetic_tiny.yaml \
         MODEL.WEIGHTS ...   # the tracking-by-detection baselines (TrackRCNN, TrackCondInst)
 
-Prints the table and writes DIR/diagnosis.{json,md} and DIR/<labelling>/{results.json,submission.zip}
+Prints the table and writes DIR/diagnosis.{json,md}, DIR/report.html (a self-contained page: per
+video, filmstrips coloured by GT / model / IoU-linked identity with the ID switches marked, the videos
+that lose most AP to identity first) and DIR/<labelling>/{results.json,submission.zip}
 (default DIR: OUTPUT_DIR/tracking_diagnosis).
 """
 import argparse
@@ -59,6 +61,10 @@ def parse_args(argv=None):
                         help="IoU linking: link a pair when its mask IoU is above this")
     parser.add_argument("--gt-iou", type=float, default=GT_IOU_THRESH,
                         help="a detection matches a GT track at mask IoU >= this (oracle, statistics)")
+    parser.add_argument("--report-videos", type=int, default=20,
+                        help="report.html shows this many videos, most AP lost to identity first (0: no report)")
+    parser.add_argument("--report-frames", type=int, default=40,
+                        help="report.html shows at most this many frames per video (all ID switches first)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     return parser.parse_args(argv)
 
@@ -75,9 +81,11 @@ def main(args):
     model = IAITrainer.build_model(cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     output_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "tracking_diagnosis")
-    result = diagnose(cfg, model, args.dataset, output_dir, args.link_iou, args.gt_iou)
+    result = diagnose(cfg, model, args.dataset, output_dir, args.link_iou, args.gt_iou,
+                      args.report_videos, args.report_frames)
     print(diagnosis_table(result))
-    print(f"Wrote {os.path.join(output_dir, 'diagnosis.md')} and diagnosis.json")
+    print(f"Wrote {os.path.join(output_dir, 'diagnosis.md')}, diagnosis.json"
+          + (" and report.html (filmstrips of the videos that lose most AP to identity)" if args.report_videos else ""))
 
 
 if __name__ == "__main__":

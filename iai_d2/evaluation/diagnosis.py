@@ -21,6 +21,7 @@ from typing import Dict, List
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation.evaluator import inference_context
 from tabulate import tabulate
 
@@ -38,6 +39,8 @@ from ..inference.tracks import VideoTrackAggregator
 from ..utils import atomic_write
 from .evaluator import YTVISEvaluator
 from .id_accuracy import MODES, id_head_accuracy
+from .tracking_report import ReportVideo, ap_lost_order, write_report
+from .ytvis_eval import load_ground_truth, load_results, per_video_ap
 
 __all__ = [
     "LABELLINGS",
@@ -123,12 +126,13 @@ def video_predictions(
 
 
 def _score(dataset_name, videos, ids_per_video, num_classes, top_k, score_thresh, output_dir):
-    """Aggregate every video with its labelling, score the split; returns the evaluator's segm dict."""
+    """Aggregate every video with its labelling, score the split; returns the evaluator's segm
+    dict and the YTVIS result entries."""
     evaluator = YTVISEvaluator(dataset_name, output_dir=output_dir, distributed=False)
     for dets, ids in zip(videos, ids_per_video):
         predictions = video_predictions(dets, ids, num_classes, top_k, score_thresh)
         evaluator.process([{"video_id": dets.video_id}], [{"predictions": predictions}])
-    return evaluator.evaluate()["segm"]
+    return evaluator.evaluate()["segm"], evaluator.predictions
 
 
 def diagnose(
@@ -138,6 +142,8 @@ def diagnose(
     output_dir: str = None,
     link_iou_thresh: float = LINK_IOU_THRESH,
     gt_iou_thresh: float = GT_IOU_THRESH,
+    report_videos: int = 20,
+    report_frames: int = 40,
 ) -> Dict:
     """
     Run ``model`` once over an annotated split (on this process only) and score its detections
@@ -149,13 +155,18 @@ def diagnose(
             aggregate the tracks, as in its own video inference.
         dataset_name: a registered YTVIS-format split with annotations (default DATASETS.TEST[0]).
         output_dir: if given, ``<labelling>/results.json`` + ``submission.zip`` per labelling,
-            ``diagnosis.json`` and ``diagnosis.md`` are written there (atomically).
+            ``diagnosis.json``, ``diagnosis.md`` and ``report.html`` are written there (atomically).
         link_iou_thresh: IoU linking links a pair when its mask IoU is above this.
         gt_iou_thresh: a detection matches a GT track (oracle, statistics) at mask IoU >= this.
+        report_videos, report_frames: report.html (:mod:`.tracking_report`) shows the
+            ``report_videos`` videos with the most AP lost to identity, at most ``report_frames``
+            frames each; 0 videos: no report.
     Returns:
         dict: dataset, videos, gt_tracks (matched at least once), thresholds, and ``rows``:
         {labelling: {AP, AP50, AP75, AR1, AR10, id_switches, fragmentation (mean distinct ids
-        per matched GT track), kept, swap, new}} for labellings model, iou_link, oracle; and, for
+        per matched GT track), kept, swap, new}} for labellings model, iou_link, oracle;
+        ``per_video``: [{video_id, AP: {labelling: video AP}, id_switches: {labelling: count}}]
+        ordered by the AP lost to identity (oracle minus model); and, for
         a model with ``teacher_forced_frame`` (IAI), ``id_head``: the ID head accuracy on seen GT
         instances with teacher-forced and with inference memory (:mod:`.id_accuracy`).
     """
@@ -175,25 +186,36 @@ def diagnose(
         "oracle": [oracle_ids(v.rles, gt_frames[v.video_id], gt_iou_thresh) for v in videos],
     }
     matches = [match_to_gt(v.rles, gt_frames[v.video_id], gt_iou_thresh) for v in videos]
+    gt = load_ground_truth(MetadataCatalog.get(dataset_name).json_file)
     rows = OrderedDict()
     num_gt_tracks = 0
+    video_aps, video_switches = {}, {}
     for key in LABELLINGS:
         sub_dir = os.path.join(output_dir, key) if output_dir else None
-        segm = _score(dataset_name, videos, labellings[key], model.num_classes, model.video_topk,
-                      model.video_score_thresh, sub_dir)
+        segm, predictions = _score(dataset_name, videos, labellings[key], model.num_classes, model.video_topk,
+                                   model.video_score_thresh, sub_dir)
+        video_aps[key] = per_video_ap(gt, load_results(predictions, gt))
         row = OrderedDict((name, float(segm[name])) for name in TABLE_COLUMNS[:5])
         counts = {"id_switches": 0, "kept": 0, "swap": 0, "new": 0}
         fragments = []
+        video_switches[key] = []
         for ids, match in zip(labellings[key], matches):
             stats = tracking_statistics(ids, match)
             for name in counts:
                 counts[name] += stats[name]
             fragments.extend(stats["fragments"].values())
+            video_switches[key].append(stats["switches"])
         num_gt_tracks = len(fragments)
         row["id_switches"] = counts["id_switches"]
         row["fragmentation"] = float(np.mean(fragments)) if fragments else float("nan")
         row.update((name, counts[name]) for name in ("kept", "swap", "new"))
         rows[key] = row
+    report_videos_list = [
+        ReportVideo(v.video_id, records[v.video_id]["file_names"], v.height, v.width, gt_frames[v.video_id], v.rles,
+                    {key: labellings[key][i] for key in LABELLINGS}, {key: video_switches[key][i] for key in LABELLINGS},
+                    {key: video_aps[key][v.video_id] for key in LABELLINGS})
+        for i, v in enumerate(videos)
+    ]
     result = {
         "dataset": dataset_name,
         "videos": len(videos),
@@ -201,6 +223,10 @@ def diagnose(
         "link_iou_thresh": link_iou_thresh,
         "gt_iou_thresh": gt_iou_thresh,
         "rows": rows,
+        "per_video": [
+            {"video_id": v.video_id, "AP": v.ap, "id_switches": {key: len(v.switches[key]) for key in LABELLINGS}}
+            for v in sorted(report_videos_list, key=ap_lost_order)
+        ],
     }
     if hasattr(model, "teacher_forced_frame"):
         with inference_context(model), torch.no_grad():
@@ -211,6 +237,9 @@ def diagnose(
         table = diagnosis_table(result) + "\n"
         atomic_write(os.path.join(output_dir, "diagnosis.json"), lambda f: f.write(text), "w")
         atomic_write(os.path.join(output_dir, "diagnosis.md"), lambda f: f.write(table), "w")
+        if report_videos:
+            write_report(os.path.join(output_dir, "report.html"), result, report_videos_list,
+                         max_videos=report_videos, max_frames=report_frames)
     return result
 
 

@@ -37,7 +37,7 @@ def _as_numpy_masks(masks, height: int, width: int) -> np.ndarray:
 def _draw_label(image: np.ndarray, text: str, x: int, y: int, color: np.ndarray) -> None:
     """``text`` on a dark box whose top-left corner is near (x, y), kept inside the image."""
     height, width = image.shape[:2]
-    scale = max(0.3, min(height, width) / 900.0)
+    scale = max(0.35, min(height, width) / 900.0)
     thickness = 1 if scale < 0.8 else 2
     (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     x = int(min(max(x, 0), max(width - tw - 2, 0)))
