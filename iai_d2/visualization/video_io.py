@@ -1,8 +1,9 @@
-"""Frames in (a video file, a folder of images, a webcam) and out (an mp4 / avi file written
-atomically, or a folder of JPEGs), with errors that name the file."""
+"""Frames in (a video file, a folder of images, a webcam) and out (an H.264 video file written
+atomically at the frames' exact size, or a folder of JPEGs), with errors that name the file."""
 import glob
 import importlib.util
 import os
+import subprocess
 from typing import Iterator, Optional, Tuple
 
 import cv2
@@ -65,11 +66,18 @@ def open_frames(source: str) -> Tuple[Iterator[np.ndarray], Optional[int], Optio
 
 
 class FrameSink:
-    """Writes BGR frames to an mp4 / avi / mkv file (atomically: a temporary name, renamed by
-    :meth:`close`; :meth:`abort` removes it) or to a folder as numbered JPEGs."""
+    """
+    Writes BGR frames to a video file (.mp4 / .mkv / .avi: H.264 through the ffmpeg binary of the
+    imageio-ffmpeg package) or to a folder as numbered JPEGs. The file is written atomically: a
+    temporary name, renamed by :meth:`close` (:meth:`abort` removes it).
+
+    The video keeps the frames' exact size: even sizes are encoded in 4:2:0 (yuv420p, what every
+    player reads), odd sizes, which 4:2:0 cannot hold, in 4:4:4 (OpenCV's own writer would cut
+    them to the even size below).
+    """
 
     def __init__(self, output: str, fps: float):
-        self.output, self.fps, self.writer, self.count = output, fps, None, 0
+        self.output, self.fps, self.process, self.count = output, fps, None, 0
         self.to_file = output.lower().endswith(VIDEO_EXTENSIONS)
         if self.to_file:
             root, ext = os.path.splitext(os.path.abspath(output))
@@ -80,6 +88,25 @@ class FrameSink:
         except OSError as e:
             raise ValueError(f"cannot create the output folder {folder}: {e.strerror}") from None
 
+    def _start_encoder(self, width: int, height: int) -> None:
+        import imageio_ffmpeg
+
+        pix_fmt = "yuv420p" if width % 2 == 0 and height % 2 == 0 else "yuv444p"
+        command = [
+            imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
+            "-s", f"{width}x{height}", "-r", f"{self.fps:g}", "-i", "-", "-an", "-c:v", "libx264",
+            "-preset", "veryfast", "-crf", "20", "-pix_fmt", pix_fmt, self.tmp,
+        ]
+        self.size = (width, height)
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)
+
+    def _encoder_error(self) -> ValueError:
+        self.process.stdin.close()
+        message = self.process.stderr.read().decode(errors="replace").strip().splitlines()
+        self.process.wait()
+        return ValueError(f"ffmpeg cannot write {self.output}: {message[-1] if message else 'no message'}")
+
     def write(self, frame_bgr: np.ndarray) -> None:
         """Append one (H, W, 3) uint8 BGR frame; every frame of a file must have the first's size."""
         if not self.to_file:
@@ -87,29 +114,33 @@ class FrameSink:
             if not cv2.imwrite(path, frame_bgr):
                 raise ValueError(f"cannot write {path}")
         else:
-            if self.writer is None:
-                fourcc = cv2.VideoWriter_fourcc(*("mp4v" if self.tmp.endswith(".mp4") else "MJPG"))
-                self.size = frame_bgr.shape[1], frame_bgr.shape[0]
-                self.writer = cv2.VideoWriter(self.tmp, fourcc, self.fps, self.size)
-                if not self.writer.isOpened():
-                    raise ValueError(f"OpenCV has no encoder for {self.output} (try .avi or a folder)")
+            if self.process is None:
+                self._start_encoder(frame_bgr.shape[1], frame_bgr.shape[0])
             if (frame_bgr.shape[1], frame_bgr.shape[0]) != self.size:
                 raise ValueError(f"{self.output}: frame {self.count} is {frame_bgr.shape[1]}x"
                                  f"{frame_bgr.shape[0]}, the first was {self.size[0]}x{self.size[1]}")
-            self.writer.write(np.ascontiguousarray(frame_bgr))
+            try:
+                self.process.stdin.write(np.ascontiguousarray(frame_bgr, dtype=np.uint8).tobytes())
+            except BrokenPipeError:
+                raise self._encoder_error() from None
         self.count += 1
 
     def abort(self) -> None:
         """Drop a partly written video file."""
         if self.to_file:
-            if self.writer is not None:
-                self.writer.release()
+            if self.process is not None:
+                self.process.kill()
+                self.process.wait()
             if os.path.exists(self.tmp):
                 os.remove(self.tmp)
 
     def close(self) -> None:
-        if self.to_file and self.writer is not None:
-            self.writer.release()
+        if self.to_file and self.process is not None:
+            self.process.stdin.close()
+            if self.process.wait() != 0:
+                error = self._encoder_error()
+                self.abort()
+                raise error
             os.replace(self.tmp, self.output)
 
 
