@@ -7,18 +7,13 @@ import cv2
 import numpy as np
 import pycocotools.mask as mask_util
 
+from iai_d2.visualization import open_frames
+
 
 def read_video(path):
-    capture = cv2.VideoCapture(str(path))
-    assert capture.isOpened(), f"OpenCV cannot open {path}"
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
+    """The (H, W, 3) BGR frames of a video file."""
+    frames, _, _ = open_frames(str(path))
+    return list(frames)
 
 
 def gt_as_results(valid):
