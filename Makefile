@@ -14,10 +14,11 @@ export PYTHONUNBUFFERED := 1
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py tools/install_deps.sh
+$(STAMP): requirements.txt setup.py tools/install_deps.sh tools/install_chromium.sh
 	test -x $(PY) || $(PYTHON_BOOTSTRAP) -m venv $(VENV_ARGS) $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	bash tools/install_deps.sh $(PY)
+	bash tools/install_chromium.sh
 	touch $(STAMP)
 
 test: setup

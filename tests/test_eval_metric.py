@@ -19,7 +19,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from iai_d2.evaluation import evaluate_ytvis, load_ground_truth, load_results, video_iou
+from iai_d2.evaluation import evaluate_ytvis, load_ground_truth, load_results, per_video_ap, video_iou
 from iai_d2.evaluation.__main__ import main as cli_main
 from iai_d2.evaluation.ytvis_eval import AREA_RANGES, METRIC_NAMES
 
@@ -154,6 +154,17 @@ def test_video_without_predictions_halves_recall():
     s = summary(gt, [det(gt, 1, 1, 0.7, [box])])
     assert s["AP"] == pytest.approx(100 * 51 / 101)
     assert s["AR100"] == pytest.approx(50.0)
+
+
+def test_per_video_ap_scores_each_video_alone():
+    # Video 1 predicted exactly, video 2 not at all, video 3 has no GT: 100 / 0 / NaN, where the
+    # split's AP is 51 / 101 (test above).
+    box = (0, 10, 0, 10)
+    gt = make_gt({1: (1, 32, 32), 2: (1, 32, 32), 3: (1, 32, 32)}, [(1, 1, [box], 0), (2, 2, [box], 0)])
+    gt_index = load_ground_truth(gt)
+    aps = per_video_ap(gt_index, load_results([det(gt, 1, 1, 0.7, [box])], gt_index))
+    assert list(aps) == [1, 2, 3]
+    assert aps[1] == pytest.approx(100.0) and aps[2] == pytest.approx(0.0) and math.isnan(aps[3])
 
 
 def test_category_without_gt_is_excluded():

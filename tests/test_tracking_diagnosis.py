@@ -98,6 +98,7 @@ def test_oracle_ids_and_statistics_on_a_perfect_track_a_swap_a_fragment_and_a_fa
     assert stats["id_switches"] == 3  # GT 8 and 9 swap, GT 5 re-born, all at frame 2
     # 4 GT tracks continue over 3 frame pairs: frame 2 has 2 swaps and 1 new id.
     assert (stats["kept"], stats["swap"], stats["new"]) == (9, 2, 1)
+    assert sorted(stats["switches"]) == [(2, 5, 3, 5, "new"), (2, 8, 1, 2, "swap"), (2, 9, 2, 1, "swap")]
 
     perfect = tracking_statistics(oracle, matches)
     assert perfect["id_switches"] == 0 and set(perfect["fragments"].values()) == {1}
@@ -111,6 +112,7 @@ def test_switch_is_counted_against_the_last_matched_frame():
     dets = frames_of([box(0, 0)], [], [box(0, 0)])
     stats = tracking_statistics([[0], [], [3]], match_to_gt(dets, gt))
     assert stats["id_switches"] == 1 and stats["fragments"] == {1: 2}
+    assert stats["switches"] == [(2, 1, 0, 3, "new")]
     assert stats["kept"] + stats["swap"] + stats["new"] == 0
 
 
@@ -148,6 +150,11 @@ def test_analyze_tracking_tool_on_the_overfit_model(
         assert (out / key / "submission.zip").is_file() and (out / key / "results.json").is_file()
     # The same detections and GT matches under every labelling: as many continuations each.
     assert len(continuations) == 1
+    assert sorted(v["video_id"] for v in result["per_video"]) == [1, 2, 3, 4]
+    lost = [v["AP"]["oracle"] - v["AP"]["model"] for v in result["per_video"]]
+    assert lost == sorted(lost, reverse=True)  # the report's order: most AP lost to identity first
+    page = (out / "report.html").read_text()
+    assert page.count('<section class="video"') == 4 and page.count("data:image/jpeg;base64,") == 4 * 6 * 3
     oracle = result["rows"]["oracle"]
     assert oracle["id_switches"] == 0 and oracle["swap"] == 0 and oracle["new"] == 0
     if result["gt_tracks"]:

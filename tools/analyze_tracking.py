@@ -13,7 +13,9 @@ id a GT track gets back after a gap of k frames, with or without a same-class lo
     python tools/analyze_tracking.py --config-file projects/TrackBaseline/configs/synthetic_tiny.yaml \
         MODEL.WEIGHTS ...   # the tracking-by-detection baselines (TrackRCNN, TrackCondInst)
 
-Prints the table and writes DIR/diagnosis.{json,md} and DIR/<labelling>/{results.json,submission.zip}
+Prints the table and writes DIR/diagnosis.{json,md}, DIR/report.html (a self-contained page: per
+video, filmstrips coloured by GT / model / IoU-linked identity with the ID switches marked, the videos
+that lose most AP to identity first) and DIR/<labelling>/{results.json,submission.zip}
 (default DIR: OUTPUT_DIR/tracking_diagnosis).
 """
 import argparse
@@ -66,6 +68,10 @@ def parse_args(argv=None):
                         help="a detection matches a GT track at mask IoU >= this (oracle, statistics)")
     parser.add_argument("--score-thresh", type=float, default=SCORE_THRESH,
                         help="HOTA / DetA / AssA / IDF1 score the detections with class probability >= this")
+    parser.add_argument("--report-videos", type=int, default=20,
+                        help="report.html shows this many videos, most AP lost to identity first (0: no report)")
+    parser.add_argument("--report-frames", type=int, default=40,
+                        help="report.html shows at most this many frames per video (all ID switches first)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides, KEY VALUE pairs")
     args = parser.parse_args(argv)
     if not 0.0 <= args.score_thresh <= 1.0:
@@ -85,9 +91,11 @@ def main(args):
     model = IAITrainer.build_model(cfg)
     AtomicCheckpointer(model).load(cfg.MODEL.WEIGHTS)  # bad files: ValueError naming them
     output_dir = args.output or os.path.join(cfg.OUTPUT_DIR, "tracking_diagnosis")
-    result = diagnose(cfg, model, args.dataset, output_dir, args.link_iou, args.gt_iou, args.score_thresh)
+    result = diagnose(cfg, model, args.dataset, output_dir, args.link_iou, args.gt_iou, args.score_thresh,
+                      args.report_videos, args.report_frames)
     print(diagnosis_table(result))
-    print(f"Wrote {os.path.join(output_dir, 'diagnosis.md')} and diagnosis.json")
+    print(f"Wrote {os.path.join(output_dir, 'diagnosis.md')}, diagnosis.json"
+          + (" and report.html (filmstrips of the videos that lose most AP to identity)" if args.report_videos else ""))
 
 
 if __name__ == "__main__":

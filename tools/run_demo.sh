@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job (`make demo`): synthetic videos -> train a tiny IAI -> local mAP + submission zip ->
-# tracking diagnosis (model IDs vs IoU-linked vs oracle IDs on the same detections) -> demo mp4.
+# tracking diagnosis (model IDs vs IoU-linked vs oracle IDs on the same detections) + its HTML report
+# -> demo mp4.
 # Usage: tools/run_demo.sh PYTHON OUTPUT_DIR
 set -euo pipefail
 PY="$1"
@@ -22,7 +23,8 @@ echo "== evaluation on synthetic_vis_val: local mAP, results.json, submission.zi
 "$PY" tools/train_net.py --config-file "$CONFIG" --eval-only MODEL.WEIGHTS "$OUT/model_final.pth" OUTPUT_DIR "$OUT" \
   2>&1 | tee "$OUT/eval.log"
 
-echo "== tracking diagnosis: the same detections with the model's IDs, IoU-linked IDs, oracle IDs"
+echo "== tracking diagnosis: the same detections with the model's IDs, IoU-linked IDs, oracle IDs;"
+echo "   report.html: filmstrips coloured by identity, ID switches marked, most AP lost to identity first"
 "$PY" tools/analyze_tracking.py --config-file "$CONFIG" --output "$OUT/tracking_diagnosis" \
   MODEL.WEIGHTS "$OUT/model_final.pth"
 
@@ -34,4 +36,5 @@ echo "== demo video of $VIDEO_DIR"
 echo "== done. Outputs in $OUT:"
 echo "   loss_curve.png, metrics.json, TensorBoard events, model_final.pth,"
 echo "   inference/results.json, inference/submission.zip, tracking_diagnosis/diagnosis.md,"
+echo "   tracking_diagnosis/report.html (open it in a browser),"
 echo "   demo.mp4, clips/*.png, eval.log"

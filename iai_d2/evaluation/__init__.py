@@ -13,6 +13,7 @@ from .ytvis_eval import (
     evaluate_ytvis,
     load_ground_truth,
     load_results,
+    per_video_ap,
     validate_results,
     video_iou,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "evaluate_ytvis",
     "load_ground_truth",
     "load_results",
+    "per_video_ap",
     "validate_results",
     "video_iou",
     "write_submission",

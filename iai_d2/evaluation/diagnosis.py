@@ -22,6 +22,7 @@ from typing import Dict, List
 import numpy as np
 import pycocotools.mask as mask_util
 import torch
+from detectron2.data import MetadataCatalog
 from detectron2.evaluation.evaluator import inference_context
 from tabulate import tabulate
 
@@ -41,6 +42,8 @@ from .association import ASSOCIATION_COLUMNS, SCORE_THRESH, association_metrics,
 from .evaluator import YTVISEvaluator
 from .id_accuracy import MODES, id_head_accuracy
 from .reidentification import GAP_BUCKETS, OUTCOMES, reid_counts, returns, sum_counts
+from .tracking_report import ReportVideo, ap_lost_order, write_report
+from .ytvis_eval import load_ground_truth, load_results, per_video_ap
 
 __all__ = [
     "LABELLINGS",
@@ -140,12 +143,13 @@ def video_predictions(
 
 
 def _score(dataset_name, videos, ids_per_video, num_classes, top_k, score_thresh, output_dir):
-    """Aggregate every video with its labelling, score the split; returns the evaluator's segm dict."""
+    """Aggregate every video with its labelling, score the split; returns the evaluator's segm
+    dict and the YTVIS result entries."""
     evaluator = YTVISEvaluator(dataset_name, output_dir=output_dir, distributed=False)
     for dets, ids in zip(videos, ids_per_video):
         predictions = video_predictions(dets, ids, num_classes, top_k, score_thresh)
         evaluator.process([{"video_id": dets.video_id}], [{"predictions": predictions}])
-    return evaluator.evaluate()["segm"]
+    return evaluator.evaluate()["segm"], evaluator.predictions
 
 
 def diagnose(
@@ -156,6 +160,8 @@ def diagnose(
     link_iou_thresh: float = LINK_IOU_THRESH,
     gt_iou_thresh: float = GT_IOU_THRESH,
     association_score_thresh: float = SCORE_THRESH,
+    report_videos: int = 20,
+    report_frames: int = 40,
 ) -> Dict:
     """
     Run ``model`` once over an annotated split (on this process only) and score its detections
@@ -167,18 +173,23 @@ def diagnose(
             aggregate the tracks, as in its own video inference.
         dataset_name: a registered YTVIS-format split with annotations (default DATASETS.TEST[0]).
         output_dir: if given, ``<labelling>/results.json`` + ``submission.zip`` per labelling,
-            ``diagnosis.json`` and ``diagnosis.md`` are written there (atomically).
+            ``diagnosis.json``, ``diagnosis.md`` and ``report.html`` are written there (atomically).
         link_iou_thresh: IoU linking links a pair when its mask IoU is above this.
         gt_iou_thresh: a detection matches a GT track (oracle, statistics) at mask IoU >= this.
         association_score_thresh: HOTA, DetA, AssA and IDF1 score the detections whose max class
             probability is at least this.
+        report_videos, report_frames: report.html (:mod:`.tracking_report`) shows the
+            ``report_videos`` videos with the most AP lost to identity, at most ``report_frames``
+            frames each; 0 videos: no report.
     Returns:
         dict: dataset, videos, gt_tracks (matched at least once), thresholds, ``rows``:
         {labelling: {AP, AP50, AP75, AR1, AR10, HOTA, DetA, AssA, IDF1 (:mod:`.association`, on
         the detections with a class probability >= ``association_score_thresh``), id_switches,
         fragmentation (mean distinct ids per matched GT track), kept, swap, new}} for labellings
         model, iou_link, oracle; ``reid``: {labelling: re-identification counts
-        (:func:`~.reidentification.sum_counts`)} for model and iou_link; and, for
+        (:func:`~.reidentification.sum_counts`)} for model and iou_link; ``per_video``:
+        [{video_id, AP: {labelling: video AP}, id_switches: {labelling: count}}] ordered by the AP
+        lost to identity (oracle minus model); and, for
         a model with ``teacher_forced_frame`` (IAI), ``id_head``: the ID head accuracy on seen GT
         instances with teacher-forced and with inference memory (:mod:`.id_accuracy`).
     """
@@ -201,11 +212,14 @@ def diagnose(
     matches = [match_to_gt(v.rles, gt_frames[v.video_id], gt_iou_thresh) for v in videos]
     confident = [_confident(v, association_score_thresh) for v in videos]
     rows, reid = OrderedDict(), OrderedDict()
+    gt = load_ground_truth(MetadataCatalog.get(dataset_name).json_file)
     num_gt_tracks = 0
+    video_aps, video_switches = {}, {}
     for key in LABELLINGS:
         sub_dir = os.path.join(output_dir, key) if output_dir else None
-        segm = _score(dataset_name, videos, labellings[key], model.num_classes, model.video_topk,
-                      model.video_score_thresh, sub_dir)
+        segm, predictions = _score(dataset_name, videos, labellings[key], model.num_classes, model.video_topk,
+                                   model.video_score_thresh, sub_dir)
+        video_aps[key] = per_video_ap(gt, load_results(predictions, gt))
         row = OrderedDict((name, float(segm[name])) for name in AP_COLUMNS)
         row.update(association_metrics([
             sequence_data(ids, v.rles, gt_frames[v.video_id], keep)
@@ -213,11 +227,13 @@ def diagnose(
         ]))
         counts = {"id_switches": 0, "kept": 0, "swap": 0, "new": 0}
         fragments = []
+        video_switches[key] = []
         for ids, match in zip(labellings[key], matches):
             stats = tracking_statistics(ids, match)
             for name in counts:
                 counts[name] += stats[name]
             fragments.extend(stats["fragments"].values())
+            video_switches[key].append(stats["switches"])
         num_gt_tracks = len(fragments)
         row["id_switches"] = counts["id_switches"]
         row["fragmentation"] = float(np.mean(fragments)) if fragments else float("nan")
@@ -227,6 +243,12 @@ def diagnose(
             events = [e for v, ids, match in zip(videos, labellings[key], matches)
                       for e in returns(ids, match, gt_frames[v.video_id], gt_categories[v.video_id])]
             reid[key] = sum_counts([reid_counts(events)])
+    report_videos_list = [
+        ReportVideo(v.video_id, records[v.video_id]["file_names"], v.height, v.width, gt_frames[v.video_id], v.rles,
+                    {key: labellings[key][i] for key in LABELLINGS}, {key: video_switches[key][i] for key in LABELLINGS},
+                    {key: video_aps[key][v.video_id] for key in LABELLINGS})
+        for i, v in enumerate(videos)
+    ]
     result = {
         "dataset": dataset_name,
         "videos": len(videos),
@@ -236,6 +258,10 @@ def diagnose(
         "association_score_thresh": association_score_thresh,
         "rows": rows,
         "reid": reid,
+        "per_video": [
+            {"video_id": v.video_id, "AP": v.ap, "id_switches": {key: len(v.switches[key]) for key in LABELLINGS}}
+            for v in sorted(report_videos_list, key=ap_lost_order)
+        ],
     }
     if hasattr(model, "teacher_forced_frame"):
         with inference_context(model), torch.no_grad():
@@ -246,6 +272,9 @@ def diagnose(
         table = diagnosis_table(result) + "\n"
         atomic_write(os.path.join(output_dir, "diagnosis.json"), lambda f: f.write(text), "w")
         atomic_write(os.path.join(output_dir, "diagnosis.md"), lambda f: f.write(table), "w")
+        if report_videos:
+            write_report(os.path.join(output_dir, "report.html"), result, report_videos_list,
+                         max_videos=report_videos, max_frames=report_frames)
     return result
 
 

@@ -69,6 +69,11 @@ class YTVISEvaluator(DatasetEvaluator):
     def reset(self):
         self._predictions = []
 
+    @property
+    def predictions(self):
+        """The YTVIS result entries processed on this process so far (dataset category ids)."""
+        return self._predictions
+
     def process(self, inputs, outputs):
         """Convert each video's predictions to YTVIS result entries with dataset category ids."""
         for inp, out in zip(inputs, outputs):

@@ -838,6 +838,25 @@ def evaluate(gt, detections):
     return YTVISMetrics(_summarize(precision, recall), per_category, precision, recall)
 
 
+def per_video_ap(gt, detections):
+    """{video id: AP (percent)} of each video of ``gt`` scored on its own (``evaluate`` restricted
+    to the video's GT tracks and detections: categories absent from the video are left out of
+    its mean); NaN for a video without GT tracks."""
+    dets, gts = defaultdict(list), defaultdict(list)
+    for d in detections:
+        dets[d.video_id].append(d)
+    for g in gt.tracks:
+        gts[g.video_id].append(g)
+    aps = OrderedDict()
+    for vid, info in gt.videos.items():
+        if not gts[vid]:
+            aps[vid] = math.nan
+            continue
+        video_gt = GroundTruth({vid: info}, gt.categories, gts[vid], True)
+        aps[vid] = evaluate(video_gt, dets[vid]).summary["AP"]
+    return aps
+
+
 def _gt_ignore(gts):
     """(A, G) bool: GT track ignored in each area range (crowd, or mean area outside the range)."""
     crowd = np.array([g.iscrowd for g in gts], dtype=bool)

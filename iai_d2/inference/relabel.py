@@ -167,14 +167,17 @@ def tracking_statistics(ids: Sequence[Sequence[int]], matches: Sequence[Dict[int
           ``fragments``: {GT track id: number of distinct ids over the frames it is matched};
           ``kept`` / ``swap`` / ``new``: detections matched to a GT track that was also matched
               in the previous frame which keep that frame's id / take an id that already
-              existed in an earlier frame / carry an id never seen before.
+              existed in an earlier frame / carry an id never seen before;
+          ``switches``: one (frame, GT track id, previous id, new id, kind) per ID switch, kind
+              "swap" (the new id existed in an earlier frame) or "new".
     """
     last_id: Dict[int, int] = {}  # GT track -> id at its last matched frame
     seen_gt_ids: Dict[int, set] = {}
     prev_match: Dict[int, int] = {}  # GT track -> id, previous frame only
     seen_ids: set = set()  # ids of all earlier frames
     stats = {"id_switches": 0, "kept": 0, "swap": 0, "new": 0}
-    for frame_ids, match in zip(ids, matches):
+    switches = []
+    for t, (frame_ids, match) in enumerate(zip(ids, matches)):
         cur_match = {}
         for det, gt in match.items():
             track_id = frame_ids[det]
@@ -182,6 +185,7 @@ def tracking_statistics(ids: Sequence[Sequence[int]], matches: Sequence[Dict[int
             seen_gt_ids.setdefault(gt, set()).add(track_id)
             if gt in last_id and last_id[gt] != track_id:
                 stats["id_switches"] += 1
+                switches.append((t, gt, last_id[gt], track_id, "swap" if track_id in seen_ids else "new"))
             last_id[gt] = track_id
             if gt in prev_match:
                 if track_id == prev_match[gt]:
@@ -193,4 +197,5 @@ def tracking_statistics(ids: Sequence[Sequence[int]], matches: Sequence[Dict[int
         prev_match = cur_match
         seen_ids.update(frame_ids)
     stats["fragments"] = {gt: len(s) for gt, s in seen_gt_ids.items()}
+    stats["switches"] = switches
     return stats
