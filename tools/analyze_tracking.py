@@ -10,6 +10,8 @@ with the model's own IDs, greedy mask-IoU linking, and oracle (GT) identities.
         MODEL.WEIGHTS output/condinst/iai_tiny/model_final.pth   # IAICondInst
     python tools/analyze_tracking.py --config-file projects/TrackBaseline/configs/synthetic_tiny.yaml \
         MODEL.WEIGHTS ...   # the tracking-by-detection baselines (TrackRCNN, TrackCondInst)
+    python tools/analyze_tracking.py --config-file projects/Mask2Former/configs/query_matching_tiny.yaml \
+        MODEL.WEIGHTS output/mask2former/tiny_frames/model_final.pth   # query matching (MinVIS)
 
 Prints the table and writes DIR/diagnosis.{json,md} and DIR/<labelling>/{results.json,submission.zip}
 (default DIR: OUTPUT_DIR/tracking_diagnosis).
@@ -38,10 +40,12 @@ PROJECTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "p
 def add_config(cfg, config_file: str) -> None:
     """The config keys (and registered models) a config file needs: projects/CondInst configs
     (IAICondInst) add CondInst's keys, projects/TrackBaseline configs (TrackRCNN, TrackCondInst)
-    the tracking baseline's, others iai_d2's; each project's package registers its models."""
+    the tracking baseline's, projects/Mask2Former configs (QueryMatchMask2Former) Mask2Former's,
+    others iai_d2's; each project's package registers its models."""
     path = os.path.realpath(config_file)
     for project, package, add_name in (("CondInst", "condinst", "add_condinst_config"),
-                                       ("TrackBaseline", "track_baseline", "add_trackbaseline_config")):
+                                       ("TrackBaseline", "track_baseline", "add_trackbaseline_config"),
+                                       ("Mask2Former", "mask2former", "add_mask2former_config")):
         project_dir = os.path.realpath(os.path.join(PROJECTS_DIR, project))
         if path.startswith(project_dir + os.sep):
             sys.path.insert(0, project_dir)
