@@ -3,8 +3,10 @@ on hand-built masks, the deformable attention against bilinear sampling by hand,
 on hand-built embeddings, a CPU training step, a one-image overfit and the query-matching video
 model's outputs."""
 import glob
+import json
 import os
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -270,3 +272,38 @@ def test_query_matching_video_outputs(overfit):
         ids = [model.inference_frame(state, image, 64, 96).ID.tolist() for _ in range(4)]
     assert len(state) == model.transformer_decoder.query_feat.num_embeddings
     assert ids[0] == ids[3]  # the same frame again: every query keeps its track
+
+
+# ------------------------------------------------------------------------------ end to end
+def test_image_checkpoint_evaluates_on_videos_with_a_valid_submission(synthetic_vis_root, run_tool, e2e_settings,
+                                                                       tmp_path):
+    """train_net.py trains Mask2Former on frames (a few iterations), then ``--eval-only`` runs the
+    query-matching model on the synthetic_vis_val videos with that image checkpoint."""
+    from iai_d2.evaluation import validate_results
+
+    script = os.path.join("..", "projects", "Mask2Former", "train_net.py")  # run_tool paths are under tools/
+    image_dir, video_dir = tmp_path / "image", tmp_path / "video"
+    proc = run_tool(
+        script, "--config-file", os.path.join(CONFIGS, "mask2former_tiny_frames.yaml"), *e2e_settings.input_opts,
+        "SOLVER.MAX_ITER", 3, "SOLVER.IMS_PER_BATCH", 2, "SOLVER.WARMUP_ITERS", 1, "SOLVER.STEPS", "(2,)",
+        "DATASETS.TEST", "()", "OUTPUT_DIR", image_dir, datasets_root=synthetic_vis_root,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_tool(
+        script, "--config-file", os.path.join(CONFIGS, "query_matching_tiny.yaml"), "--eval-only",
+        *e2e_settings.input_opts, "MODEL.WEIGHTS", image_dir / "model_final.pth", "OUTPUT_DIR", video_dir,
+        datasets_root=synthetic_vis_root,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with zipfile.ZipFile(video_dir / "inference" / "submission.zip") as zf:
+        assert zf.namelist() == ["results.json"]
+        results = json.loads(zf.read("results.json"))
+    with open(synthetic_vis_root / "synthetic_vis" / "valid.json") as f:
+        validate_results(results, json.load(f))  # raises on an invalid submission
+    assert results == json.loads((video_dir / "inference" / "results.json").read_text())
+    # a video model trains on images only: a video split as training set is one line
+    proc = run_tool(
+        script, "--config-file", os.path.join(CONFIGS, "query_matching_tiny.yaml"), *e2e_settings.input_opts,
+        "DATASETS.TRAIN", "('synthetic_vis_train',)", "OUTPUT_DIR", tmp_path / "bad", datasets_root=synthetic_vis_root,
+    )
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: QueryMatchMask2Former trains on image")
