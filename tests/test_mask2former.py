@@ -19,7 +19,7 @@ from detectron2.utils.events import EventStorage
 PROJECT = os.path.join(os.path.dirname(__file__), "..", "projects", "Mask2Former")
 sys.path.insert(0, PROJECT)
 from mask2former import (  # noqa: E402
-    CrossAttentionLayer,
+    AttentionLayer,
     HungarianMatcher,
     QueryMatchMask2Former,
     QueryTracks,
@@ -114,7 +114,7 @@ def test_attention_mask_from_hand_built_masks():
 
 def test_masked_query_ignores_keys_outside_its_mask():
     torch.manual_seed(0)
-    layer = CrossAttentionLayer(dim=8, num_heads=2).eval()
+    layer = AttentionLayer(dim=8, num_heads=2).eval()
     tgt, memory = torch.randn(1, 2, 8), torch.randn(1, 6, 8)
     logits = torch.full((1, 2, 1, 6), -10.0)
     logits[0, 0, 0, :3] = 10.0  # query 0 sees keys 0-2 only; query 1's mask is empty: all keys
@@ -306,4 +306,5 @@ def test_image_checkpoint_evaluates_on_videos_with_a_valid_submission(synthetic_
         script, "--config-file", os.path.join(CONFIGS, "query_matching_tiny.yaml"), *e2e_settings.input_opts,
         "DATASETS.TRAIN", "('synthetic_vis_train',)", "OUTPUT_DIR", tmp_path / "bad", datasets_root=synthetic_vis_root,
     )
-    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: QueryMatchMask2Former trains on image")
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and last_line.startswith("error: QueryMatchMask2Former trains on image"), last_line

@@ -9,13 +9,13 @@ from .ms_deform_attn import MSDeformAttn, ms_deform_attn_core
 from .pixel_decoder import PIXEL_DECODER_REGISTRY, MSDeformAttnPixelDecoder, build_pixel_decoder
 from .position_encoding import sine_position_embedding
 from .query_matching import QueryMatchMask2Former, QueryTracks
-from .transformer_decoder import CrossAttentionLayer, MaskedTransformerDecoder, attention_mask_from_logits
+from .transformer_decoder import AttentionLayer, MaskedTransformerDecoder, attention_mask_from_logits
 
 __all__ = [
     "add_mask2former_config",
     "attention_mask_from_logits",
+    "AttentionLayer",
     "build_pixel_decoder",
-    "CrossAttentionLayer",
     "HungarianMatcher",
     "Mask2Former",
     "MaskedTransformerDecoder",

@@ -25,8 +25,8 @@ def _uncertainty(logits: torch.Tensor) -> torch.Tensor:
 class SetCriterion:
     """
     Losses ``loss_ce``, ``loss_mask``, ``loss_dice`` of the final prediction and ``loss_*_{i}``
-    of auxiliary prediction i (with ``deep_supervision``), each weighted as configured. Mask losses are normalised by the
-    number of GT instances (averaged over processes, at least 1).
+    of auxiliary prediction i (with ``deep_supervision``), each weighted as configured. Mask losses
+    are normalised by the number of GT instances (averaged over processes, at least 1).
     """
 
     def __init__(self, *, num_classes: int, matcher: HungarianMatcher, class_weight: float, mask_weight: float,

@@ -122,8 +122,8 @@ class Mask2Former(nn.Module):
         masks = masks[..., : image_size[0], : image_size[1]]
         return F.interpolate(masks, size=(height, width), mode="bilinear", align_corners=False)[0].sigmoid()
 
-    def _instances(self, probs: torch.Tensor, classes: torch.Tensor, class_probs: torch.Tensor, mask_probs: torch.Tensor,
-                   height: int, width: int) -> Instances:
+    def _instances(self, probs: torch.Tensor, classes: torch.Tensor, class_probs: torch.Tensor,
+                   mask_probs: torch.Tensor, height: int, width: int) -> Instances:
         """Instances with pred_masks (bool), boxes from them, scores = class prob x mean mask prob inside."""
         binary = mask_probs > self.mask_threshold
         mask_scores = (mask_probs * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)

@@ -122,7 +122,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         for lvl, f in enumerate(self.transformer_in_features):
             x = self.input_proj[lvl](features[f])
             shapes.append(tuple(x.shape[-2:]))
-            pos.append((sine_position_embedding(x, x.shape[1] // 2).flatten(2) + self.level_embed[lvl][:, None]).transpose(1, 2))
+            embedding = sine_position_embedding(x, x.shape[1] // 2).flatten(2) + self.level_embed[lvl][:, None]
+            pos.append(embedding.transpose(1, 2))
             srcs.append(x.flatten(2).transpose(1, 2))
         src, pos = torch.cat(srcs, 1), torch.cat(pos, 1)
         ref = encoder_reference_points(shapes, self.num_levels, src.device, src.dtype)

@@ -10,7 +10,7 @@ from torch import nn
 
 from .position_encoding import sine_position_embedding
 
-__all__ = ["MaskedTransformerDecoder", "CrossAttentionLayer", "attention_mask_from_logits"]
+__all__ = ["AttentionLayer", "MaskedTransformerDecoder", "attention_mask_from_logits"]
 
 
 def attention_mask_from_logits(mask_logits: torch.Tensor, size, num_heads: int) -> torch.Tensor:
@@ -32,8 +32,9 @@ def attention_mask_from_logits(mask_logits: torch.Tensor, size, num_heads: int) 
     return blocked.repeat_interleave(num_heads, dim=0).detach()
 
 
-class CrossAttentionLayer(nn.Module):
-    """Queries attend to the memory (keys with positions) under an optional mask; post-norm."""
+class AttentionLayer(nn.Module):
+    """Queries attend to a memory (keys with positions) under an optional mask, post-norm: the
+    masked cross-attention to a feature level, and with the queries as memory, self-attention."""
 
     def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
         super().__init__()
@@ -54,20 +55,6 @@ class CrossAttentionLayer(nn.Module):
         k = memory if pos is None else memory + pos
         out = self.attn(q, k, memory, attn_mask=memory_mask, need_weights=False)[0]
         return self.norm(tgt + self.dropout(out))
-
-
-class SelfAttentionLayer(nn.Module):
-    """Self-attention among the queries; post-norm."""
-
-    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(dim, num_heads, dropout=dropout, batch_first=True)
-        self.norm = nn.LayerNorm(dim)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, tgt: torch.Tensor, query_pos: torch.Tensor) -> torch.Tensor:
-        q = tgt + query_pos
-        return self.norm(tgt + self.dropout(self.attn(q, q, tgt, need_weights=False)[0]))
 
 
 class FFNLayer(nn.Module):
@@ -120,8 +107,8 @@ class MaskedTransformerDecoder(nn.Module):
     ):
         super().__init__()
         self.num_heads, self.num_layers, self.num_feature_levels = num_heads, dec_layers, num_feature_levels
-        self.cross_attention = nn.ModuleList(CrossAttentionLayer(hidden_dim, num_heads) for _ in range(dec_layers))
-        self.self_attention = nn.ModuleList(SelfAttentionLayer(hidden_dim, num_heads) for _ in range(dec_layers))
+        self.cross_attention = nn.ModuleList(AttentionLayer(hidden_dim, num_heads) for _ in range(dec_layers))
+        self.self_attention = nn.ModuleList(AttentionLayer(hidden_dim, num_heads) for _ in range(dec_layers))
         self.ffn = nn.ModuleList(FFNLayer(hidden_dim, dim_feedforward) for _ in range(dec_layers))
         self.decoder_norm = nn.LayerNorm(hidden_dim)
         self.query_feat = nn.Embedding(num_queries, hidden_dim)
@@ -160,7 +147,7 @@ class MaskedTransformerDecoder(nn.Module):
             lvl = i % self.num_feature_levels
             attn_mask = attention_mask_from_logits(predictions[-1]["pred_masks"], sizes[lvl], self.num_heads)
             output = self.cross_attention[i](output, srcs[lvl], attn_mask, pos[lvl], query_pos)
-            output = self.self_attention[i](output, query_pos)
+            output = self.self_attention[i](output, output, pos=query_pos, query_pos=query_pos)
             output = self.ffn[i](output)
             predictions.append(self._predict(output, mask_features))
         return {**predictions[-1], "aux_outputs": predictions[:-1]}
