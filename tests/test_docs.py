@@ -14,7 +14,7 @@ prose is not parsed. What counts as what:
 - config file: a bare ``name.yaml`` must be one of the repository's configs.
 - config key: an upper-case dotted name (``MODEL.IAI.NUM_IDS``, ``SOLVER.CLIP_GRADIENTS.*``) must be a
   node or key of ``get_cfg()`` + ``add_trackbaseline_config`` (which adds the iai_d2 and CondInst
-  keys); a name that does not start at a root (``MEMORY.NEW_ID_TRIGGER``) must end some key.
+  keys) + ``add_mask2former_config``; a name that does not start at a root (``MEMORY.NEW_ID_TRIGGER``) must end some key.
 - flag: ``--flag`` after a tool on one command line (``tools/*.py``, ``benchmarks/*.py``,
   ``projects/*/*.py``, ``-m iai_d2...``; ``projects/IoULinkBaseline/run.py TOOL.py`` hands its flags to
   ``tools/TOOL.py``) must be an option of that tool's argparse parser, taken by running the tool
@@ -142,11 +142,14 @@ class Index:
 
     def __init__(self):
         sys.path.insert(0, str(ROOT / "projects" / "TrackBaseline"))
+        sys.path.insert(0, str(ROOT / "projects" / "Mask2Former"))
         from detectron2.config import CfgNode, get_cfg
+        from mask2former import add_mask2former_config
         from track_baseline import add_trackbaseline_config
 
         cfg = get_cfg()
         add_trackbaseline_config(cfg)
+        add_mask2former_config(cfg)
         self.roots = set(cfg.keys())
         self.keys = set()
         stack = [("", cfg)]

@@ -12,6 +12,8 @@ id a GT track gets back after a gap of k frames, with or without a same-class lo
         MODEL.WEIGHTS output/condinst/iai_tiny/model_final.pth   # IAICondInst
     python tools/analyze_tracking.py --config-file projects/TrackBaseline/configs/synthetic_tiny.yaml \
         MODEL.WEIGHTS ...   # the tracking-by-detection baselines (TrackRCNN, TrackCondInst)
+    python tools/analyze_tracking.py --config-file projects/Mask2Former/configs/query_matching_tiny.yaml \
+        MODEL.WEIGHTS output/mask2former/tiny_frames/model_final.pth   # query matching (MinVIS)
 
 Prints the table and writes DIR/diagnosis.{json,md}, DIR/report.html (a self-contained page: per
 video, filmstrips coloured by GT / model / IoU-linked identity with the ID switches marked, the videos
@@ -43,10 +45,12 @@ PROJECTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "p
 def add_config(cfg, config_file: str) -> None:
     """The config keys (and registered models) a config file needs: projects/CondInst configs
     (IAICondInst) add CondInst's keys, projects/TrackBaseline configs (TrackRCNN, TrackCondInst)
-    the tracking baseline's, others iai_d2's; each project's package registers its models."""
+    the tracking baseline's, projects/Mask2Former configs (QueryMatchMask2Former) Mask2Former's,
+    others iai_d2's; each project's package registers its models."""
     path = os.path.realpath(config_file)
     for project, package, add_name in (("CondInst", "condinst", "add_condinst_config"),
-                                       ("TrackBaseline", "track_baseline", "add_trackbaseline_config")):
+                                       ("TrackBaseline", "track_baseline", "add_trackbaseline_config"),
+                                       ("Mask2Former", "mask2former", "add_mask2former_config")):
         project_dir = os.path.realpath(os.path.join(PROJECTS_DIR, project))
         if path.startswith(project_dir + os.sep):
             sys.path.insert(0, project_dir)

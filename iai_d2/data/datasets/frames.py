@@ -2,13 +2,15 @@
 one Detectron2 image record, for training and evaluating a plain image model (Mask R-CNN) on the
 frames of the videos (the image-model stage IAI fine-tunes from).
 
-Built-in names: ``synthetic_vis_{train,val}_frames`` (frames of ``synthetic_vis_{train,val}``).
+Built-in names: ``synthetic_vis_{train,val}_frames`` (frames of ``synthetic_vis_{train,val}``),
+``ytvis_2019_train_frames``, ``ytvis_2021_train_frames``, ``ovis_train_frames`` (the image-model
+stage of a query-matching or IoU-linking baseline on the real data).
 """
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 __all__ = ["register_ytvis_frames", "ytvis_frame_records"]
 
-BUILTIN_FRAME_SPLITS = ("synthetic_vis_train", "synthetic_vis_val")
+BUILTIN_FRAME_SPLITS = ("synthetic_vis_train", "synthetic_vis_val", "ytvis_2019_train", "ytvis_2021_train", "ovis_train")
 
 
 def ytvis_frame_records(video_records, video_dataset_name):

@@ -1,0 +1,32 @@
+"""Mask2Former instance segmentation on Detectron2 (pure PyTorch) and the query-matching (MinVIS)
+video baseline: importing this package registers the ``Mask2Former`` and ``QueryMatchMask2Former``
+meta-architectures and the ``MSDeformAttnPixelDecoder``."""
+from .config import add_mask2former_config
+from .criterion import SetCriterion
+from .matcher import HungarianMatcher, pairwise_dice_cost, pairwise_sigmoid_ce_cost
+from .meta_arch import Mask2Former
+from .ms_deform_attn import MSDeformAttn, ms_deform_attn_core
+from .pixel_decoder import PIXEL_DECODER_REGISTRY, MSDeformAttnPixelDecoder, build_pixel_decoder
+from .position_encoding import sine_position_embedding
+from .query_matching import QueryMatchMask2Former, QueryTracks
+from .transformer_decoder import AttentionLayer, MaskedTransformerDecoder, attention_mask_from_logits
+
+__all__ = [
+    "add_mask2former_config",
+    "attention_mask_from_logits",
+    "AttentionLayer",
+    "build_pixel_decoder",
+    "HungarianMatcher",
+    "Mask2Former",
+    "MaskedTransformerDecoder",
+    "MSDeformAttn",
+    "MSDeformAttnPixelDecoder",
+    "ms_deform_attn_core",
+    "pairwise_dice_cost",
+    "pairwise_sigmoid_ce_cost",
+    "PIXEL_DECODER_REGISTRY",
+    "QueryMatchMask2Former",
+    "QueryTracks",
+    "SetCriterion",
+    "sine_position_embedding",
+]

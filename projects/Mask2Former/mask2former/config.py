@@ -1,0 +1,62 @@
+"""Config keys of Mask2Former (``MODEL.MASK2FORMER.*``), defaults of the paper's R50 instance model.
+
+Usage::
+
+    cfg = get_cfg()
+    add_mask2former_config(cfg)
+    cfg.merge_from_file("projects/Mask2Former/configs/mask2former_tiny_frames.yaml")
+"""
+from detectron2.config import CfgNode as CN
+
+from iai_d2 import add_iai_config
+
+
+def add_mask2former_config(cfg):
+    """
+    Add the Mask2Former keys to a Detectron2 config, in place. The iai_d2 keys are added first when
+    missing: Mask2Former trains with iai_d2's trainer (``SOLVER.OPTIMIZER``,
+    ``SOLVER.BACKBONE_MULTIPLIER``, the ``*_frames`` datasets), and the query-matching video model
+    reads ``MODEL.IAI.INFERENCE.VIDEO_TOPK`` / ``VIDEO_SCORE_THRESH`` as every video model does.
+    """
+    if "IAI" not in cfg.MODEL:
+        add_iai_config(cfg)
+    _C = cfg
+    _C.MODEL.MASK2FORMER = CN()
+    m = _C.MODEL.MASK2FORMER
+    m.NUM_CLASSES = 80
+    # Inputs are padded to a multiple of this (the deformable encoder's coarsest level is /32).
+    m.SIZE_DIVISIBILITY = 32
+
+    # ---------------------------------------------------------------- pixel decoder
+    m.PIXEL_DECODER_NAME = "MSDeformAttnPixelDecoder"
+    m.IN_FEATURES = ["res2", "res3", "res4", "res5"]  # backbone levels; the finest gives mask features
+    m.TRANSFORMER_IN_FEATURES = ["res3", "res4", "res5"]  # levels of the deformable encoder
+    m.CONV_DIM = 256
+    m.MASK_DIM = 256
+    m.NORM = "GN"  # of the FPN step's convs
+    m.ENCODER_LAYERS = 6
+    m.DEFORM_POINTS = 4  # sampling points per head and level
+    m.DIM_FEEDFORWARD = 1024  # encoder FFN
+    m.NHEADS = 8  # encoder and decoder
+    m.DROPOUT = 0.0
+
+    # ---------------------------------------------------------------- transformer decoder
+    m.HIDDEN_DIM = 256
+    m.NUM_OBJECT_QUERIES = 100
+    m.DEC_LAYERS = 9  # masked-attention layers (the paper's 9; 10 predictions with the initial one)
+    m.DEC_DIM_FEEDFORWARD = 2048
+
+    # ---------------------------------------------------------------- losses and matching
+    m.DEEP_SUPERVISION = True  # losses on every intermediate prediction too
+    m.CLASS_WEIGHT = 2.0
+    m.MASK_WEIGHT = 5.0
+    m.DICE_WEIGHT = 5.0
+    m.NO_OBJECT_WEIGHT = 0.1
+    m.TRAIN_NUM_POINTS = 112 * 112  # points of the mask losses and of the matcher's mask costs
+    m.OVERSAMPLE_RATIO = 3.0
+    m.IMPORTANCE_SAMPLE_RATIO = 0.75
+
+    # ---------------------------------------------------------------- inference
+    # Images: the top TEST.DETECTIONS_PER_IMAGE (query, class) pairs, score = class probability x
+    # mean mask probability inside the binary mask.
+    m.MASK_THRESHOLD = 0.5

@@ -1,0 +1,128 @@
+"""
+The query-matching baseline (MinVIS, Huang et al. 2022): Mask2Former trained on frames as images,
+run online on videos. Every query of a frame is one detection; its embedding (the last decoder
+layer's normed query, L2-normalised) is matched to the tracks' last embeddings by the Hungarian
+algorithm on cosine similarity. Nothing is learned about identity.
+"""
+from typing import Dict, List
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.structures import Instances
+from scipy.optimize import linear_sum_assignment
+
+from iai_d2.inference.tracks import track_video
+
+from .meta_arch import Mask2Former
+
+__all__ = ["QueryMatchMask2Former", "QueryTracks"]
+
+
+class QueryTracks:
+    """
+    The tracks of one video: each a track id and the L2-normalised embedding of its last detection.
+    Detections are assigned to tracks one-to-one maximising the summed cosine similarity; a
+    detection left over (more detections than tracks) starts a new track. With a fixed number of
+    queries per frame (MinVIS), every query is matched from the second frame on, so the state holds
+    exactly Q embeddings for any video length.
+    """
+
+    def __init__(self):
+        self.embeddings = None  # (T, D)
+        self.ids = torch.zeros(0, dtype=torch.long)
+        self.next_id = 0
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def update(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            embeddings: (M, D) the frame's detection embeddings (any scale).
+        Returns:
+            (M,) long track ids (on the CPU).
+        """
+        emb = F.normalize(embeddings.detach().float(), dim=1)
+        ids = torch.full((len(emb),), -1, dtype=torch.long)
+        if self.embeddings is None:
+            self.embeddings = emb.new_zeros((0, emb.shape[1]))
+        if len(self) and len(emb):
+            rows, cols = linear_sum_assignment((emb @ self.embeddings.t()).cpu().numpy(), maximize=True)
+            rows, cols = torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)
+            ids[rows] = self.ids[cols]
+            self.embeddings[cols.to(emb.device)] = emb[rows.to(emb.device)]
+        new = (ids < 0).nonzero().squeeze(1)
+        ids[new] = torch.arange(self.next_id, self.next_id + len(new))
+        self.next_id += len(new)
+        self.ids = torch.cat([self.ids, ids[new]])
+        self.embeddings = torch.cat([self.embeddings, emb[new.to(emb.device)]])
+        return ids
+
+
+@META_ARCH_REGISTRY.register()
+class QueryMatchMask2Former(Mask2Former):
+    """
+    :class:`Mask2Former` (same parameters: image checkpoints load unchanged) that also runs online on
+    videos (the video test loader's records with lazily decoded ``frames``): per frame, all Q
+    queries with their class probabilities, masks and embeddings; track ids from
+    :class:`QueryTracks`; video-level predictions from ``iai_d2.inference.tracks.track_video``
+    (a (track, class) pair scores its class probability averaged over the video's frames, as
+    MinVIS). Training input: images, as Mask2Former.
+    """
+
+    @configurable
+    def __init__(self, *, video_topk: int, video_score_thresh: float, progress_bar: bool = False, **kwargs):
+        """
+        Args:
+            video_topk, video_score_thresh: video-level (track, class) selection, as every video model.
+            progress_bar: show a per-frame progress bar during video inference.
+            kwargs: Mask2Former's arguments.
+        """
+        super().__init__(**kwargs)
+        self.video_topk, self.video_score_thresh, self.progress_bar = video_topk, video_score_thresh, progress_bar
+
+    @classmethod
+    def from_config(cls, cfg):
+        ret = super().from_config(cfg)
+        inf = cfg.MODEL.IAI.INFERENCE
+        ret.update(video_topk=inf.VIDEO_TOPK, video_score_thresh=inf.VIDEO_SCORE_THRESH,
+                   progress_bar=cfg.TEST.PROGRESS_BAR)
+        return ret
+
+    def forward(self, batched_inputs: List[Dict]):
+        if not self.training and batched_inputs and "frames" in batched_inputs[0]:
+            return [self.inference_video(video) for video in batched_inputs]
+        return super().forward(batched_inputs)
+
+    def new_video_state(self) -> QueryTracks:
+        """No tracks yet."""
+        return QueryTracks()
+
+    @torch.no_grad()
+    def inference_frame(self, state: QueryTracks, image: torch.Tensor, height: int, width: int) -> Instances:
+        """
+        Args:
+            image: (3, h, w) frame in the model's input format, already resized.
+            height, width: output resolution (the original frame size).
+        Returns:
+            Instances of every query at (height, width) (see :meth:`Mask2Former.query_instances`)
+            with ``ID`` (Q,) track ids.
+        """
+        images = self.preprocess_image([{"image": image}])
+        outputs = self.predict(self.backbone(images.tensor))
+        detections = self.query_instances(outputs, 0, images.image_sizes[0], height, width)
+        detections.ID = state.update(detections.embeddings).to(self.device)
+        return detections
+
+    def inference_video(self, video: Dict) -> Dict:
+        """
+        Args:
+            video: a test record with ``frames`` (lazy (3, h, w) tensors), ``video_id``, ``length``,
+                ``height``, ``width``.
+        Returns:
+            dict with video_id, length, height, width and ``predictions`` (score, contiguous
+            category_id, per-frame RLE or None).
+        """
+        return track_video(self, video, self.video_topk, self.video_score_thresh, self.progress_bar)
