@@ -71,5 +71,5 @@ def test_gt_json_and_image_root_with_a_bad_entry(synthetic_vis_root, run_tool, t
                     "--image-root", split / "valid" / "JPEGImages", "--output", tmp_path / "bad", timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: result 1") and "segmentations" in last, last
+    assert last.startswith(f"error: {bad}: result 1") and "segmentations" in last, last  # names file and entry
     assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
