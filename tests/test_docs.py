@@ -125,7 +125,9 @@ def tool_flags(tool):
             argparse.ArgumentParser, "parse_known_args", capture
         ):
             if tool.startswith("-m"):
-                runpy.run_module(tool.split()[1], run_name="__main__")
+                module = tool.split()[1]
+                sys.modules.pop(module + ".__main__", None)  # imported by another test: run it afresh
+                runpy.run_module(module, run_name="__main__")
             else:
                 runpy.run_path(str(ROOT / tool), run_name="__main__")
     except _ParserBuilt as built:
