@@ -77,6 +77,18 @@ VARIANTS = OrderedDict([
                       "IAI + CondInst (res3, dense ID)", "condinst")),
     ("condinst_track", ("track", "projects/TrackBaseline/configs/condinst_synthetic_tiny.yaml",
                         "CondInst Track (MaskTrack-style)", "condinst")),
+    ("iai_keep_ids", ("iai", "configs/synthetic/iai_tiny.yaml",
+                      "IAI, memory keeps identities (EVICTION keep_identities; at inference)", "maskrcnn")),
+    ("iai_global8", ("iai", "configs/synthetic/iai_tiny.yaml", "IAI, MAX_GLOBAL 8 (at inference)", "maskrcnn")),
+    ("iai_mask_iou", ("iai", "configs/synthetic/iai_tiny.yaml",
+                      "IAI + last-mask IoU in matching (MASK_IOU_WEIGHT 0.5; not IAI)", "maskrcnn")),
+])
+# Inference options: variant -> (the variant whose trained model of seed s it evaluates, config
+# overrides at test time). Nothing is trained: the row differs from its base by inference alone.
+INFERENCE_OPTIONS = OrderedDict([
+    ("iai_keep_ids", ("iai", ["MODEL.IAI.MEMORY.EVICTION", "keep_identities"])),
+    ("iai_global8", ("iai", ["MODEL.IAI.MEMORY.MAX_GLOBAL", 8])),
+    ("iai_mask_iou", ("iai", ["MODEL.IAI.INFERENCE.MASK_IOU_WEIGHT", 0.5])),
 ])
 
 # Default and --quick settings. The default (IAI, Track, floor; 3 seeds) takes ~3.5 h on 2 CPU
@@ -121,6 +133,10 @@ def parse_args(argv=None):
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
         parser.error(f"--variants: unknown {unknown or 'empty list'}; choose from {', '.join(VARIANTS)} or all")
+    missing = [f"{v} needs {INFERENCE_OPTIONS[v][0]}" for v in variants
+               if v in INFERENCE_OPTIONS and INFERENCE_OPTIONS[v][0] not in variants]
+    if missing:
+        parser.error(f"--variants: {'; '.join(missing)} (it evaluates that variant's models)")
     args.variants = variants
     settings = dict(DEFAULTS, **(QUICK if args.quick else {}))
     for key in ("seeds", "iters", "image_iters", "videos", "val_videos", "frames", "data_seed"):
@@ -200,9 +216,9 @@ def _schedule(iters):
             "SOLVER.WARMUP_ITERS", max(1, iters // 10), "SOLVER.CHECKPOINT_PERIOD", iters + 1]
 
 
-def build_cfg(kind, config, run_dir, weights, iters, seed, device, quick, detector="maskrcnn"):
+def build_cfg(kind, config, run_dir, weights, iters, seed, device, quick, detector="maskrcnn", test_opts=()):
     """The frozen training config of one run (image stage or variant) of ``detector`` (a key of
-    IMAGE_STAGES) with training seed ``seed``."""
+    IMAGE_STAGES) with training seed ``seed``; ``test_opts`` are an inference option's overrides."""
     from detectron2.config import get_cfg
 
     from iai_d2 import add_iai_config
@@ -229,7 +245,7 @@ def build_cfg(kind, config, run_dir, weights, iters, seed, device, quick, detect
         opts += ["SOLVER.IMS_PER_BATCH", FRAMES_PER_ITER]
     if quick:
         opts += ["DATALOADER.NUM_WORKERS", 0]
-    cfg.merge_from_list(opts)
+    cfg.merge_from_list(opts + list(test_opts))
     per_iter = cfg.SOLVER.IMS_PER_BATCH * (1 if on_frames else cfg.INPUT.SAMPLING_FRAME_NUM)
     if per_iter != FRAMES_PER_ITER:
         raise ValueError(
@@ -283,12 +299,14 @@ def run(name, seed, output, settings, device, threads, quick):
     """
     Train (unless model_final.pth exists) and evaluate one variant, or an image stage (``name``
     a run name of IMAGE_STAGES, not evaluated), with training seed ``seed``, in a process of its
-    own: its stdout and stderr go to ``<run dir>/log.txt``. Writes and returns ``<run
+    own: its stdout and stderr go to ``<run dir>/log.txt``. An inference option (INFERENCE_OPTIONS)
+    evaluates its base variant's model of the seed with its overrides. Writes and returns ``<run
     dir>/result.json``.
     """
     stages = {stage: (detector, config) for detector, (stage, config) in IMAGE_STAGES.items()}
     run_dir = run_dir_of(output, seed, name)
-    final = os.path.join(run_dir, "model_final.pth")
+    base, test_opts = INFERENCE_OPTIONS.get(name, (name, []))
+    final = os.path.join(run_dir_of(output, seed, base), "model_final.pth")
     result_file = os.path.join(run_dir, "result.json")
     iters = settings["image_iters" if name in stages else "iters"]
     if os.path.isfile(final) and os.path.isfile(result_file):
@@ -319,9 +337,13 @@ def run(name, seed, output, settings, device, threads, quick):
     else:
         kind, config, _, detector = VARIANTS[name]
         weights = os.path.join(run_dir_of(output, seed, IMAGE_STAGES[detector][0]), "model_final.pth")
-    cfg = build_cfg(kind, config, run_dir, weights, iters, seed, device, quick, detector)
+    cfg = build_cfg(kind, config, run_dir, weights, iters, seed, device, quick, detector, test_opts)
     result = dict(variant=name, seed=seed, config=config, device=device, iters=iters, threads=threads)
-    if not os.path.isfile(final):
+    if test_opts:
+        result["inference_options"] = test_opts
+        if not os.path.isfile(final):
+            raise FileNotFoundError(f"{name} evaluates {final}, which does not exist: run {base} first")
+    elif not os.path.isfile(final):
         result["train_sec"], result["sec_per_iter"] = train(cfg)
     if name not in stages:
         start = time.perf_counter()
@@ -364,6 +386,9 @@ def run_all(args, output):
                         if VARIANTS[variant][3] == stage_detector[name]:
                             pending[pool.submit(run, variant, seed, **common)] = (seed, variant)
                 else:
+                    for option, (base, _) in INFERENCE_OPTIONS.items():
+                        if base == name and option in args.variants:
+                            pending[pool.submit(run, option, seed, **common)] = (seed, option)
                     row = result["diagnosis"]["rows"]["iou_link" if name == "floor" else "model"]
                     print(f"seed {seed} {name}: AP {row['AP']:.1f}, AssA {row['AssA']:.1f}, "
                           f"ID switches {row['id_switches']}", flush=True)

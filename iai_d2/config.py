@@ -91,6 +91,10 @@ def add_iai_config(cfg):
     # Bound on the global memory, in frames: the first frame is pinned, the newest
     # MAX_GLOBAL - 1 others are kept. Peak memory is then independent of video length.
     _C.MODEL.IAI.MEMORY.MAX_GLOBAL = 8
+    # Which frame leaves a full global memory: "oldest" (after the pinned first frame), or
+    # "keep_identities": the oldest whose every identity is painted in a newer stored frame, so
+    # an identity's last stored view stays while it is hidden (the oldest when none qualifies).
+    _C.MODEL.IAI.MEMORY.EVICTION = "oldest"
     # A frame with a birth joins the global memory, in training (a GT instance new to the
     # memory) and at inference (a new track) alike. The released code fires it only at test time
     # (spec quirk Q1), so its test-time memory differs from what training shows the head.
@@ -108,6 +112,10 @@ def add_iai_config(cfg):
     # A detection starts a new track only with a class score >= this (weaker detections may
     # continue a track but never start one, so false positives do not fill the slots).
     _C.MODEL.IAI.INFERENCE.BIRTH_SCORE_THRESH = 0.3
+    # Add MASK_IOU_WEIGHT * IoU(detection mask, the track's last mask) to the ID probability of
+    # a live track's slot in the Hungarian matching (MaskTrack's spatial cue; 0 = IAI alone).
+    # An inference option reported as its own benchmark row, not as IAI.
+    _C.MODEL.IAI.INFERENCE.MASK_IOU_WEIGHT = 0.0
     # Ranking score for class-agnostic NMS: w_cls * s_cls + w_id * s_id, (w_cls, w_id) per frame.
     # ID_SCORE_THRESH and the weights apply to the ROI ID decoder; the dense decoder ranks by s_cls.
     _C.MODEL.IAI.INFERENCE.FIRST_FRAME_WEIGHTS = (1.0, 0.5)

@@ -88,7 +88,7 @@ def test_config_trains_and_evaluates(config_file, tiny_splits, e2e_settings, tmp
 def run_benchmark(out, *extra):
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     return subprocess.run(
-        [sys.executable, BENCHMARK, "--quick", "--variants", "iai,floor", "--workers", "2", "--threads", "1",
+        [sys.executable, BENCHMARK, "--quick", "--variants", "iai,floor,iai_mask_iou", "--workers", "2", "--threads", "1",
          "--output", str(out / "work"), "--results", str(out / "results"), *extra],
         env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
     )
@@ -105,14 +105,14 @@ def test_occlusion_benchmark_quick_writes_the_seeded_table_and_resumes(tmp_path)
     report = json.loads((results / "occlusion.json").read_text())
     assert report["settings"]["occlusion"] == 1.0 and report["settings"]["iters"] == 2
     assert report["settings"]["seeds"] == 2
-    assert list(report["table"]) == ["iai", "iai_iou_link", "floor"]
+    assert list(report["table"]) == ["iai", "iai_iou_link", "floor", "iai_mask_iou"]
     for key, row in report["table"].items():
         assert list(row["values"]) == ["0", "1"]  # both seeds, paired
         for values in row["values"].values():
             assert all(0.0 <= values[m] <= 100.0 for m in ("AP", "HOTA", "AssA", "IDF1", "link_AP", "oracle_AP"))
             assert values["id_switches"] >= 0
     for key, diffs in report["paired"].items():
-        assert key in ("iai_iou_link", "floor")
+        assert key in ("iai_iou_link", "floor", "iai_mask_iou")
         for d in diffs.values():
             assert d["n"] == 2 and (d["lo"] <= d["mean"] <= d["hi"] or d["sd"] != d["sd"])  # nan sd: no CI
     assert (results / "occlusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -125,6 +125,10 @@ def test_occlusion_benchmark_quick_writes_the_seeded_table_and_resumes(tmp_path)
         assert json.dumps(rows["model"]) == json.dumps(rows["iou_link"])
         log = (work / f"seed{seed}" / "iai" / "log.txt").read_text()
         assert f"Loading from {work / f'seed{seed}' / 'image' / 'model_final.pth'}" in log
+        # An inference option evaluates the seed's IAI model with its overrides, training nothing.
+        option = json.loads((work / f"seed{seed}" / "iai_mask_iou" / "result.json").read_text())
+        assert option["inference_options"] == ["MODEL.IAI.INFERENCE.MASK_IOU_WEIGHT", 0.5]
+        assert "train_sec" not in option and not (work / f"seed{seed}" / "iai_mask_iou" / "model_final.pth").exists()
 
     # A second run reuses every finished run: nothing is retrained, the table is the same.
     final = work / "seed1" / "iai" / "model_final.pth"
@@ -138,6 +142,15 @@ def test_occlusion_benchmark_quick_writes_the_seeded_table_and_resumes(tmp_path)
     # Other data settings in the same output folder are refused in one line.
     proc = run_benchmark(tmp_path, "--frames", "7")
     assert proc.returncode != 0 and proc.stderr.strip().startswith("error:") and "--output" in proc.stderr
+
+
+def test_an_inference_option_needs_its_base_variant():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from occlusion_benchmark import parse_args
+
+    assert parse_args(["--variants", "iai,iai_keep_ids"]).variants == ["iai", "iai_keep_ids"]
+    with pytest.raises(SystemExit):
+        parse_args(["--variants", "track,iai_keep_ids"])
 
 
 def test_paired_difference_t_interval():

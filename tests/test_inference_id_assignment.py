@@ -49,6 +49,31 @@ def test_reidentification_after_occlusion():
     assert out.slots == [1, 0] and out.track_ids == [1, 0] and not out.new_ids
 
 
+def _square(y, x, size=(8, 8), side=3):
+    mask = torch.zeros(size, dtype=torch.bool)
+    mask[y : y + side, x : x + side] = True
+    return mask
+
+
+def test_mask_iou_weight_adds_the_last_mask_overlap_to_the_slot_scores():
+    """Two tracks; the ID head mildly prefers the swapped slots, the masks overlap the tracks'
+    last masks: IoU fusion (w = 1) keeps the identities, w = 0 swaps them."""
+    a, b = _square(0, 0), _square(4, 4)
+    swapped = probs({1: 0.45, 0: 0.35}, {0: 0.45, 1: 0.35})
+    for weight, expected in ((0.0, [1, 0]), (1.0, [0, 1])):
+        assigner = IDAssigner(N, mask_iou_weight=weight)
+        assigner.assign(probs({NEW: 0.9}, {NEW: 0.9}), 0, True, masks=torch.stack([a, b]))
+        out = assigner.assign(swapped, 1, False, masks=torch.stack([_square(0, 1), _square(4, 5)]))
+        assert out.track_ids == expected
+    # The last masks follow the tracks: frame 2 matches frame 1's masks, not frame 0's.
+    out = assigner.assign(swapped, 2, False, masks=torch.stack([_square(0, 2), _square(4, 6)]))
+    assert out.track_ids == [0, 1]
+    with pytest.raises(ValueError, match="needs the masks of the 2 detections of frame 3"):
+        assigner.assign(swapped, 3, False)
+    with pytest.raises(ValueError, match="mask_iou_weight must be >= 0"):
+        IDAssigner(N, mask_iou_weight=-1)
+
+
 def test_two_detections_want_the_same_slot():
     assigner = IDAssigner(N)
     assigner.assign(probs({NEW: 0.9}, {NEW: 0.9}), 0, True)

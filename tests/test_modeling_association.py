@@ -158,11 +158,11 @@ def test_hab_init_and_config_checks():
 H, W, S, NUM_IDS = 2, 3, 4, 4  # token grid, ID-bank stride, N
 
 
-def _memory(interval=3, max_global=100, **hab_kwargs):
+def _memory(interval=3, max_global=100, eviction="oldest", **hab_kwargs):
     torch.manual_seed(0)
     hab = _hab(**hab_kwargs)
     bank = IDBank(NUM_IDS, 32, stride=S)
-    return AssociationMemory(hab, bank, global_interval=interval, max_global=max_global)
+    return AssociationMemory(hab, bank, global_interval=interval, max_global=max_global, eviction=eviction)
 
 
 def _run(mem, steps, new_ids_at=()):
@@ -293,6 +293,29 @@ def test_memory_held_slots_and_forgetting_a_recycled_slot():
         torch.testing.assert_close(mem.global_kv()[1][:L], fresh.global_kv()[1])
         # Frame 1 never held slot 0: unchanged.
         torch.testing.assert_close(mem.global_kv()[1][L:], values_before[1][L:])
+
+
+@pytest.mark.parametrize("eviction,kept", [("oldest", [0, 3, 4]), ("keep_identities", [0, 1, 4])])
+def test_memory_eviction_keeps_the_last_view_of_a_hidden_identity(eviction, kept):
+    """Frame 0: slot 0 only; frame 1: slots 0 and 1; then slot 1 hides (frames 2-4: slot 0 only).
+    With a bound of 3 frames, "oldest" forgets every view of slot 1; "keep_identities" evicts the
+    frames whose identities a newer frame shows and keeps frame 1, slot 1's last view."""
+    mem = _memory(interval=1, max_global=3, eviction=eviction, window=1)
+    x = torch.randn(H * W, 1, 32)
+    only_0 = torch.full((1, H * S, W * S), NUM_IDS, dtype=torch.long)
+    only_0[0, :S, :S] = 0
+    both = only_0.clone()
+    both[0, S:, 2 * S:] = 1
+    with torch.no_grad():
+        mem.reference(x, (H, W))
+        mem.reset_memory(_labels_Y(only_0))
+        for labels in (both, only_0, only_0, only_0):
+            mem.match(x, (H, W))
+            mem.update(_labels_Y(labels))
+    assert mem.global_frames == kept
+    assert mem.held_slots(NUM_IDS - 1)[0, 1].item() is (eviction == "keep_identities")
+    with pytest.raises(ValueError, match="MODEL.IAI.MEMORY.EVICTION"):
+        _memory(eviction="newest")
 
 
 @pytest.mark.parametrize("use_global,expected", [(True, [True, False, True]), (False, [False, False, True])])

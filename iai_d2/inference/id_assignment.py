@@ -90,6 +90,11 @@ class IDAssigner:
     provided it missed at least ``recycle_after`` consecutive frames (that track is retired and
     the slot is reported in ``IDAssignment.recycled``), otherwise (or with ``on_full="discard"``)
     the detection is discarded with a log line.
+
+    With ``mask_iou_weight`` w > 0 (an inference option, MaskTrack's cue added to IAI's; not IAI
+    itself), the Hungarian score of a detection for a live track's slot is P + w * IoU(its mask,
+    the mask the track had when it was last seen), so the assigner keeps each live track's last
+    mask (N-1 masks at most).
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class IDAssigner:
         on_full: str = "recycle",
         recycle_after: int = 30,
         birth_score: float = 0.0,
+        mask_iou_weight: float = 0.0,
     ):
         """
         Args:
@@ -106,6 +112,7 @@ class IDAssigner:
             recycle_after: frames a track must have missed in a row before its slot can be
                 reused (seen at frame 3, recycle_after=2: recyclable from frame 6 on).
             birth_score: minimum detection score to start a track.
+            mask_iou_weight: weight of the last-mask IoU in the matching score (0: off).
         """
         if num_ids < 2:
             raise ValueError(f"IDAssigner: num_ids must be >= 2 (one slot + 'new'), got {num_ids}")
@@ -113,16 +120,20 @@ class IDAssigner:
             raise ValueError(f"IDAssigner: on_full must be one of {_ON_FULL}, got {on_full!r}")
         if recycle_after < 0:
             raise ValueError(f"IDAssigner: recycle_after must be >= 0, got {recycle_after}")
+        if mask_iou_weight < 0:
+            raise ValueError(f"IDAssigner: mask_iou_weight must be >= 0, got {mask_iou_weight}")
         self.num_ids = num_ids
         self.on_full = on_full
         self.recycle_after = recycle_after
         self.birth_score = birth_score
+        self.mask_iou_weight = mask_iou_weight
         self.reset()
 
     def reset(self) -> None:
         """Forget every track; the next track id is 0."""
         self._slot_track: Dict[int, int] = {}  # live slot -> track id
         self._slot_last_seen: Dict[int, int] = {}  # live slot -> last frame it was detected
+        self._slot_mask: Dict[int, torch.Tensor] = {}  # live slot -> its last mask (mask_iou_weight > 0)
         self._next_track_id = 0
         self._last_frame = None
 
@@ -142,6 +153,7 @@ class IDAssigner:
         frame_idx: int,
         first_frame: bool,
         scores: Optional[torch.Tensor] = None,
+        masks: Optional[torch.Tensor] = None,
     ) -> IDAssignment:
         """
         Args:
@@ -150,6 +162,8 @@ class IDAssigner:
             frame_idx: index of the frame in the video; must increase between calls.
             first_frame: True on the first frame of a video; implies :meth:`reset`.
             scores: (K,) detection scores compared with ``birth_score``; None = all confident.
+            masks: (K, H, W) bool masks of the detections (same size in every frame); needed
+                when ``mask_iou_weight`` > 0, unused otherwise.
 
         Returns:
             IDAssignment with K entries.
@@ -167,12 +181,19 @@ class IDAssigner:
                 "frames must be assigned in increasing order"
             )
         self._last_frame = frame_idx
+        use_iou = self.mask_iou_weight > 0
+        if use_iou and (masks is None or len(masks) != id_probs.shape[0]):
+            raise ValueError(
+                f"IDAssigner: mask_iou_weight > 0 needs the masks of the {id_probs.shape[0]} detections "
+                f"of frame {frame_idx}, got {None if masks is None else tuple(masks.shape)}"
+            )
 
         num_dets = id_probs.shape[0]
         if first_frame or num_dets == 0:
             columns = [self.num_ids - 1] * num_dets
         else:
-            columns = self._hungarian(id_probs.detach().float().cpu().numpy())
+            bonus = self._mask_iou_bonus(masks) if use_iou else None
+            columns = self._hungarian(id_probs.detach().float().cpu().numpy(), bonus)
 
         confident = (
             [True] * num_dets if scores is None else (scores >= self.birth_score).tolist()
@@ -207,12 +228,29 @@ class IDAssigner:
             self._slot_last_seen[slot] = frame_idx
             self._next_track_id += 1
             new_ids = True
+        if use_iou:
+            for det, slot in enumerate(slots):
+                if slot >= 0:
+                    self._slot_mask[slot] = masks[det].detach().cpu()
         return IDAssignment(slots=slots, track_ids=track_ids, new_ids=new_ids, recycled=recycled)
 
-    def _hungarian(self, probs: np.ndarray) -> List[int]:
+    def _mask_iou_bonus(self, masks: torch.Tensor) -> np.ndarray:
+        """(K, N-1) ``mask_iou_weight`` * IoU of each detection mask with each live slot's last mask."""
+        bonus = np.zeros((len(masks), self.num_ids - 1), dtype=np.float32)
+        live = [s for s in self._slot_track if s in self._slot_mask]
+        if live and len(masks):
+            dets = masks.detach().cpu().flatten(1).float()
+            last = torch.stack([self._slot_mask[s] for s in live]).flatten(1).float()
+            inter = dets @ last.t()
+            union = dets.sum(1, keepdim=True) + last.sum(1)[None] - inter
+            bonus[:, live] = (self.mask_iou_weight * inter / union.clamp(min=1)).numpy()
+        return bonus
+
+    def _hungarian(self, probs: np.ndarray, bonus: Optional[np.ndarray] = None) -> List[int]:
         """
         Args:
             probs: (K, N+1) ID probabilities.
+            bonus: (K, N-1) added to the slot columns after renormalisation, or None.
 
         Returns:
             K distinct columns of ``[P | K-1 copies of column N-1]`` maximising the total
@@ -221,6 +259,9 @@ class IDAssigner:
         num_dets = probs.shape[0]
         probs = probs[:, : self.num_ids]
         probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
+        if bonus is not None:
+            probs = probs.copy()
+            probs[:, : self.num_ids - 1] += bonus
         new_col = probs[:, self.num_ids - 1 : self.num_ids]
         scores = np.concatenate([probs, np.repeat(new_col, num_dets - 1, axis=1)], axis=1)
         rows, cols = linear_sum_assignment(-scores)

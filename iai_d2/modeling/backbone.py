@@ -130,13 +130,14 @@ class IAIFPN(FPN):
         fuse_type="sum",
         global_interval: int = 3,
         max_global: int = 8,
+        eviction: str = "oldest",
     ):
         """
         Args:
             bottom_up, in_features, out_channels, norm, top_block, fuse_type: as for FPN.
             association: the association path.
             association_feature: the input it fuses (one of in_features, e.g. "res5").
-            global_interval, max_global: memory settings (MODEL.IAI.MEMORY.*).
+            global_interval, max_global, eviction: memory settings (MODEL.IAI.MEMORY.*).
         """
         super().__init__(bottom_up, in_features, out_channels, norm, top_block, fuse_type)
         if association_feature not in self.in_features:
@@ -155,11 +156,12 @@ class IAIFPN(FPN):
         self.association_feature = association_feature
         self.global_interval = global_interval
         self.max_global = max_global
+        self.eviction = eviction
 
     def new_memory(self) -> AssociationMemory:
         """An empty association memory for a new video (or a new batch of clips)."""
         return AssociationMemory(
-            self.association.hab, self.association.id_bank, self.global_interval, self.max_global
+            self.association.hab, self.association.id_bank, self.global_interval, self.max_global, self.eviction
         )
 
     def associate(
@@ -260,6 +262,7 @@ def _build_iai_fpn(cfg, input_shape: ShapeSpec, top_block_fn) -> IAIFPN:
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
         global_interval=cfg.MODEL.IAI.MEMORY.GLOBAL_INTERVAL,
         max_global=cfg.MODEL.IAI.MEMORY.MAX_GLOBAL,
+        eviction=cfg.MODEL.IAI.MEMORY.EVICTION,
     )
 
 

@@ -12,8 +12,12 @@ Protocol (spec section 4.4 / Appendix A):
     frame t:  out = match(xt)          # reads global + local memory
               update(Yt, new_ids)      # local := ft; ft joins the global memory on interval/new ID
 
-The global memory is bounded to MAX_GLOBAL frames with the first frame pinned (the oldest other
-frame is evicted), so the memory is constant for any video length. Every stored frame keeps its ID
+The global memory is bounded to MAX_GLOBAL frames with the first frame pinned, so the memory is
+constant for any video length. Beyond the bound, EVICTION "oldest" evicts the oldest other frame;
+"keep_identities" evicts the oldest other frame whose every identity is painted in a newer stored
+frame, so that the last stored view of an identity that left the picture (hidden, out of frame,
+missed) stays until its slot is recycled or no such frame exists (then the oldest goes), as
+XMem / Cutie keep long-term memory of objects not seen lately. Every stored frame keeps its ID
 labels, so the memory knows which slots it holds (`held_slots`: ID targets never name a slot
 absent from it) and can forget a slot that inference recycles (`forget_slots`). Nothing is detached: in training
 gradients flow from later frames into earlier frames' features and into the ID bank.
@@ -28,7 +32,9 @@ import torch.nn.functional as F
 from .association import HybridAssociationBlock, tokens_to_map
 from .identification import IDBank
 
-__all__ = ["AssociationMemory"]
+__all__ = ["AssociationMemory", "EVICTION_POLICIES"]
+
+EVICTION_POLICIES = ("oldest", "keep_identities")
 
 
 @dataclass
@@ -58,6 +64,7 @@ class AssociationMemory:
         id_bank: IDBank,
         global_interval: int = 3,
         max_global: int = 8,
+        eviction: str = "oldest",
     ):
         """
         Args:
@@ -67,6 +74,8 @@ class AssociationMemory:
                 the last insertion (MODEL.IAI.MEMORY.GLOBAL_INTERVAL).
             max_global: bound on the global memory in frames, first frame included
                 (MODEL.IAI.MEMORY.MAX_GLOBAL).
+            eviction: "oldest" or "keep_identities" (MODEL.IAI.MEMORY.EVICTION, see the module
+                docstring).
         """
         if global_interval < 1:
             raise ValueError(
@@ -74,10 +83,13 @@ class AssociationMemory:
             )
         if max_global < 1:
             raise ValueError(f"MODEL.IAI.MEMORY.MAX_GLOBAL must be >= 1, got {max_global}")
+        if eviction not in EVICTION_POLICIES:
+            raise ValueError(f"MODEL.IAI.MEMORY.EVICTION must be one of {EVICTION_POLICIES}, got {eviction!r}")
         self.hab = hab
         self.id_bank = id_bank
         self.global_interval = global_interval
         self.max_global = max_global
+        self.eviction = eviction
         self.size: Optional[Tuple[int, int]] = None
         self.frame_step = 0
         self.last_mem_step = 0
@@ -205,8 +217,8 @@ class AssociationMemory:
         """
         Remember the frame matched last: it replaces the local memory, and joins the global
         memory when GLOBAL_INTERVAL frames passed since the last insertion or when `new_ids`
-        (it allocated new IDs). Beyond MAX_GLOBAL frames the oldest frame after the first one is
-        evicted.
+        (it allocated new IDs). Beyond MAX_GLOBAL frames one frame after the first one is evicted
+        (EVICTION, see the module docstring).
 
         Args:
             Y: (B, N+1, Hp, Wp) one-hot ID mask of that frame.
@@ -219,8 +231,24 @@ class AssociationMemory:
         if new_ids or self.frame_step - self.last_mem_step >= self.global_interval:
             self._global.append(entry)
             if len(self._global) > self.max_global:
-                del self._global[1]
+                del self._global[self._evictable()]
             self.last_mem_step = self.frame_step
+
+    def _evictable(self) -> int:
+        """Index (>= 1) in the global memory of the frame to evict."""
+        if self.eviction == "oldest":
+            return 1
+        background = self.id_bank.num_ids
+        # painted[i]: (B, N+1) slots painted in stored frame i (per stream).
+        painted = []
+        for entry in self._global:
+            hit = torch.zeros(entry.labels.shape[0], background + 1, dtype=torch.bool, device=entry.labels.device)
+            painted.append(hit.scatter_(1, entry.labels.flatten(1).long(), True)[:, :background])
+        for i in range(1, len(self._global) - 1):
+            newer = torch.stack(painted[i + 1:]).any(0)
+            if bool((newer | ~painted[i]).all()):
+                return i
+        return 1
 
     def _fused_value(self, raw_value: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
         """W_V(raw + E(Y)) for a one-hot ID mask Y (B, N+1, Hp, Wp) -> (L, B, C)."""

@@ -90,6 +90,7 @@ def video_config(cfg, backbone, num_classes: int) -> Dict:
         on_full=iai.ON_FULL,
         recycle_after=iai.RECYCLE_AFTER,
         birth_score=inf.BIRTH_SCORE_THRESH,
+        mask_iou_weight=inf.MASK_IOU_WEIGHT,
         min_mask_keep=inf.MIN_MASK_KEEP,
         mask_threshold=inf.MASK_THRESH,
         video_topk=inf.VIDEO_TOPK,
@@ -131,6 +132,7 @@ class IAIVideoModel:
         on_full: str,
         recycle_after: int,
         birth_score: float,
+        mask_iou_weight: float = 0.0,
         min_mask_keep: float,
         mask_threshold: float,
         video_topk: int,
@@ -155,6 +157,8 @@ class IAIVideoModel:
                 a detector-side decoder of the model (``ID_DECODERS``).
             on_full, recycle_after: what to do with new instances when all slots are taken.
             birth_score: a detection must score at least this to start a track.
+            mask_iou_weight: weight of the IoU with a track's last mask in the ID matching (an
+                inference option, MaskTrack's cue; 0 = IAI alone), see :class:`IDAssigner`.
             min_mask_keep: drop a detection keeping less than this fraction of its mask after
                 de-overlapping.
             mask_threshold: binarisation threshold of mask probabilities.
@@ -181,6 +185,7 @@ class IAIVideoModel:
         self.on_full = on_full
         self.recycle_after = recycle_after
         self.birth_score = birth_score
+        self.mask_iou_weight = mask_iou_weight
         self.min_mask_keep = min_mask_keep
         self.mask_threshold = mask_threshold
         self.video_topk = video_topk
@@ -306,6 +311,7 @@ class IAIVideoModel:
                 on_full=self.on_full,
                 recycle_after=self.recycle_after,
                 birth_score=self.birth_score,
+                mask_iou_weight=self.mask_iou_weight,
             ),
         )
 
@@ -336,7 +342,7 @@ class IAIVideoModel:
             logits = self._dense_id_logits(frame["association"], frame["bottom_up"])
             detections.id_probs = self.dense_id_head.detection_probs(logits, input_masks)
         assignment = state.assigner.assign(
-            detections.id_probs, state.frame_idx, first_frame, scores=detections.scores
+            detections.id_probs, state.frame_idx, first_frame, scores=detections.scores, masks=input_masks
         )
         slots = torch.as_tensor(assignment.slots, dtype=torch.long, device=self.device)
         track_ids = torch.as_tensor(assignment.track_ids, dtype=torch.long, device=self.device)
