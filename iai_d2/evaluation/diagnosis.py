@@ -17,7 +17,7 @@ import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -40,7 +40,7 @@ from ..inference.tracks import VideoTrackAggregator
 from ..utils import atomic_write
 from .association import ASSOCIATION_COLUMNS, SCORE_THRESH, association_metrics, sequence_data
 from .evaluator import YTVISEvaluator
-from .id_accuracy import MODES, id_head_accuracy
+from .id_accuracy import MODES, InferenceMemoryProbe, id_head_accuracy
 from .reidentification import GAP_BUCKETS, OUTCOMES, reid_counts, returns, sum_counts
 from .tracking_report import ReportVideo, ap_lost_order, write_report
 from .ytvis_eval import load_ground_truth, load_results, per_video_ap
@@ -79,14 +79,16 @@ class VideoDetections:
     model_ids: List[List[int]]
 
 
-def run_video(model, video: Dict) -> VideoDetections:
+def run_video(model, video: Dict, probe: Optional[InferenceMemoryProbe] = None) -> VideoDetections:
     """Run ``model`` online over a test video record (``frames``, ``video_id``, ``length``,
-    ``height``, ``width``), one frame at a time, as ``inference_video`` does."""
+    ``height``, ``width``), one frame at a time, as ``inference_video`` does; ``probe`` (if
+    given) collects the ID head's answers on the way."""
     length, height, width = video["length"], video["height"], video["width"]
     state = model.new_video_state()
     dets = VideoDetections(video["video_id"], length, height, width, [], [], [])
+    infer = probe.frame if probe is not None else (lambda st, t, *args: model.inference_frame(st, *args))
     for t in range(length):
-        instances = model.inference_frame(state, video["frames"][t], height, width)
+        instances = infer(state, t, video["frames"][t], height, width)
         dets.rles.append(as_rles(instances.pred_masks.cpu().numpy()))
         dets.class_probs.append(instances.class_probs.cpu().double().numpy())
         dets.model_ids.append(instances.ID.tolist())
@@ -198,10 +200,15 @@ def diagnose(
     gt_frames = {vid: _gt_frames(r) for vid, r in records.items()}
     gt_categories = {vid: _gt_categories(r) for vid, r in records.items()}
     videos = []
+    # The ID head's "inference memory" answers (IAI models) are collected on this same pass.
+    probe_id_head = hasattr(model, "teacher_forced_frame")
+    inference_answers = []
     with inference_context(model), torch.no_grad():
         for batch in build_video_test_loader(cfg, dataset_name):
             for video in batch:
-                videos.append(run_video(model, video))
+                probe = InferenceMemoryProbe(model, gt_frames[video["video_id"]], gt_iou_thresh) if probe_id_head else None
+                videos.append(run_video(model, video, probe))
+                inference_answers += probe.answers if probe_id_head else []
     logger.info(f"Tracking diagnosis: ran the model on {len(videos)} videos of {dataset_name}")
 
     labellings = {
@@ -263,10 +270,10 @@ def diagnose(
             for v in sorted(report_videos_list, key=ap_lost_order)
         ],
     }
-    if hasattr(model, "teacher_forced_frame"):
+    if probe_id_head:
         with inference_context(model), torch.no_grad():
             test_videos = (video for batch in build_video_test_loader(cfg, dataset_name) for video in batch)
-            result["id_head"] = id_head_accuracy(model, test_videos, gt_frames, gt_iou_thresh)
+            result["id_head"] = id_head_accuracy(model, test_videos, gt_frames, gt_iou_thresh, inference_answers)
     if output_dir:
         text = json.dumps(result, indent=2)
         table = diagnosis_table(result) + "\n"

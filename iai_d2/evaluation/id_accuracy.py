@@ -15,7 +15,7 @@ A model qualifies if it has ``new_video_state``, ``inference_frame``, ``identify
 ``teacher_forced_frame`` (:class:`~iai_d2.modeling.IAIRCNN`).
 """
 from collections import Counter, OrderedDict
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..inference.relabel import as_rles
 
-__all__ = ["MODES", "id_head_accuracy", "video_id_answers"]
+__all__ = ["MODES", "InferenceMemoryProbe", "id_head_accuracy", "teacher_forced_answers", "video_id_answers"]
 
 # mode key -> table row name
 MODES = OrderedDict([("teacher_forced", "teacher-forced memory (GT)"), ("inference", "inference memory")])
@@ -38,21 +38,14 @@ def _input_masks(rles: List[dict], size) -> torch.Tensor:
     return F.interpolate(masks[:, None], size=tuple(size), mode="nearest")[:, 0] > 0.5
 
 
-def video_id_answers(model, video: Dict, gt_frames: List[Dict[int, dict]], gt_iou_thresh: float) -> Dict:
+def teacher_forced_answers(model, video: Dict, gt_frames: List[Dict[int, dict]]) -> List[Tuple[int, int]]:
     """
-    Run one video twice (teacher-forced and inference memory) and collect, per mode, the
-    (target slot, answered column) pairs of its seen GT instances.
-
-    Args:
-        video: a test record (``frames``, ``length``, ``height``, ``width``).
-        gt_frames: per frame {GT track id: RLE at the original size}.
-    Returns:
-        {mode: list of (target, answer)}.
+    Run one video with a teacher-forced memory (GT masks under slots in order of first
+    appearance, as training and inference allocate them) and return the (target slot, answered
+    column) pairs of its seen GT instances.
     """
     num_ids = model.num_ids
-    answers = {mode: [] for mode in MODES}
-
-    # Teacher forced: slots in order of first appearance, as training and inference allocate them.
+    answers = []
     state = model.new_video_state()
     slot_of = {}
     for t in range(video["length"]):
@@ -65,47 +58,92 @@ def video_id_answers(model, video: Dict, gt_frames: List[Dict[int, dict]], gt_io
         slots = torch.as_tensor([slot_of[k] for k in tracks], dtype=torch.long)
         probs, targets = model.teacher_forced_frame(state, image, masks, slots)
         picks = probs[:, :num_ids].argmax(1).tolist()
-        answers["teacher_forced"] += [(y, a) for y, a in zip(targets.tolist(), picks) if y < num_ids - 1]
-
-    # Inference memory: the model's own detections and IDs are written; GT instances are probed.
-    state = model.new_video_state()
-    track_of = {}  # GT track -> model track id it was last matched to
-    h, w = video["height"], video["width"]
-    for t in range(video["length"]):
-        image = video["frames"][t]
-        slot_of_track = {track: slot for slot, track in state.assigner.slot_tracks.items()}
-        held = None if state.memory.is_empty else state.memory.held_slots(num_ids - 1)[0].tolist()
-        out = model.inference_frame(state, image, h, w)
-        gts = list(gt_frames[t])
-        if held is not None and gts:
-            probs = model.identify(state, _input_masks([gt_frames[t][k] for k in gts], image.shape[-2:]))
-            picks = probs[:, :num_ids].argmax(1).tolist()
-            for k, answer in zip(gts, picks):
-                slot = slot_of_track.get(track_of.get(k, -1), -1)
-                if slot >= 0 and held[slot]:
-                    answers["inference"].append((slot, answer))
-        det_rles = as_rles(out.pred_masks.cpu().numpy())
-        if gts and det_rles:
-            ious = mask_util.iou(det_rles, [gt_frames[t][k] for k in gts], [0] * len(gts))
-            for g, k in enumerate(gts):
-                d = int(np.argmax(ious[:, g]))
-                if ious[d, g] >= gt_iou_thresh:
-                    track_of[k] = int(out.ID[d])
+        answers += [(y, a) for y, a in zip(targets.tolist(), picks) if y < num_ids - 1]
     return answers
 
 
-def id_head_accuracy(model, videos, gt_frames: Dict[int, List[Dict[int, dict]]], gt_iou_thresh: float) -> Dict:
+class InferenceMemoryProbe:
+    """
+    The "inference memory" answers of one video, collected while the video runs online (the
+    tracking diagnosis' own pass, so the model does not run the video again): wrap each
+    ``inference_frame`` call in :meth:`frame`; GT instances are probed with ``identify`` against
+    the memory the model's own detections and IDs wrote.
+    """
+
+    def __init__(self, model, gt_frames: List[Dict[int, dict]], gt_iou_thresh: float):
+        """gt_frames: per frame {GT track id: RLE at the original size}."""
+        self.model, self.gt_frames, self.gt_iou_thresh = model, gt_frames, gt_iou_thresh
+        self.answers: List[Tuple[int, int]] = []
+        self._track_of = {}  # GT track -> model track id it was last matched to
+
+    def frame(self, state, t: int, image: torch.Tensor, height: int, width: int):
+        """``model.inference_frame(state, image, height, width)`` for frame t, probed; returns its output."""
+        model, num_ids, gt = self.model, self.model.num_ids, self.gt_frames[t]
+        slot_of_track = {track: slot for slot, track in state.assigner.slot_tracks.items()}
+        held = None if state.memory.is_empty else state.memory.held_slots(num_ids - 1)[0].tolist()
+        out = model.inference_frame(state, image, height, width)
+        gts = list(gt)
+        if held is not None and gts:
+            probs = model.identify(state, _input_masks([gt[k] for k in gts], image.shape[-2:]))
+            picks = probs[:, :num_ids].argmax(1).tolist()
+            for k, answer in zip(gts, picks):
+                slot = slot_of_track.get(self._track_of.get(k, -1), -1)
+                if slot >= 0 and held[slot]:
+                    self.answers.append((slot, answer))
+        det_rles = as_rles(out.pred_masks.cpu().numpy())
+        if gts and det_rles:
+            ious = mask_util.iou(det_rles, [gt[k] for k in gts], [0] * len(gts))
+            for g, k in enumerate(gts):
+                d = int(np.argmax(ious[:, g]))
+                if ious[d, g] >= self.gt_iou_thresh:
+                    self._track_of[k] = int(out.ID[d])
+        return out
+
+
+def video_id_answers(model, video: Dict, gt_frames: List[Dict[int, dict]], gt_iou_thresh: float) -> Dict:
+    """
+    Run one video twice (teacher-forced and inference memory) and collect, per mode, the
+    (target slot, answered column) pairs of its seen GT instances.
+
+    Args:
+        video: a test record (``frames``, ``length``, ``height``, ``width``).
+        gt_frames: per frame {GT track id: RLE at the original size}.
+    Returns:
+        {mode: list of (target, answer)}.
+    """
+    probe = InferenceMemoryProbe(model, gt_frames, gt_iou_thresh)
+    state = model.new_video_state()
+    for t in range(video["length"]):
+        probe.frame(state, t, video["frames"][t], video["height"], video["width"])
+    return {"teacher_forced": teacher_forced_answers(model, video, gt_frames), "inference": probe.answers}
+
+
+def id_head_accuracy(
+    model,
+    videos,
+    gt_frames: Dict[int, List[Dict[int, dict]]],
+    gt_iou_thresh: float,
+    inference_answers: Optional[List[Tuple[int, int]]] = None,
+) -> Dict:
     """
     Args:
         videos: iterable of test records; gt_frames: video id -> per-frame {track: RLE}.
+        inference_answers: the "inference" pairs of every video, when collected already
+            (:class:`InferenceMemoryProbe`): only the teacher-forced pass is run.
     Returns:
         {mode: {seen, accuracy, prior, answered_new, answered_other}} (fractions of ``seen``;
         NaN when nothing was seen). ``prior``: the share of the most frequent target slot.
     """
     pairs = {mode: [] for mode in MODES}
     for video in videos:
-        for mode, got in video_id_answers(model, video, gt_frames[video["video_id"]], gt_iou_thresh).items():
+        if inference_answers is None:
+            answers = video_id_answers(model, video, gt_frames[video["video_id"]], gt_iou_thresh)
+        else:
+            answers = {"teacher_forced": teacher_forced_answers(model, video, gt_frames[video["video_id"]])}
+        for mode, got in answers.items():
             pairs[mode] += got
+    if inference_answers is not None:
+        pairs["inference"] = list(inference_answers)
     new_column = model.num_ids - 1
     result = OrderedDict()
     for mode, got in pairs.items():
