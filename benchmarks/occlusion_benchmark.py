@@ -117,6 +117,9 @@ def parse_args(argv=None):
                         help=f"training iterations per variant (default {DEFAULTS['iters']})")
     parser.add_argument("--image-iters", type=int,
                         help=f"iterations of the image-model stage (default {DEFAULTS['image_iters']})")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the table from the runs finished so far (a partial one names the "
+                             "missing runs); train and evaluate nothing")
     parser.add_argument("--device", default="cpu", help="MODEL.DEVICE of every run (cpu, cuda)")
     parser.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes")
     parser.add_argument("--threads", type=int,
@@ -395,11 +398,31 @@ def run_all(args, output):
     return runs, failures
 
 
+def finished_runs(args, output):
+    """({(seed, name): result} of the chosen variants' finished runs, [missing "seed<s>/<name>"])."""
+    runs, missing = {}, []
+    for seed in range(args.settings["seeds"]):
+        for name in args.variants:
+            result_file = os.path.join(run_dir_of(output, seed, name), "result.json")
+            if not os.path.isfile(result_file):
+                missing.append(f"seed{seed}/{name}")
+                continue
+            with open(result_file) as f:
+                runs[(seed, name)] = json.load(f)
+            if runs[(seed, name)]["iters"] != args.settings["iters"]:
+                raise ValueError(f"{result_file}: trained for {runs[(seed, name)]['iters']} iterations, "
+                                 f"not {args.settings['iters']}")
+    return runs, missing
+
+
 def main(args):
     start = time.perf_counter()
     output, settings = os.path.abspath(args.output), args.settings
     make_dataset(os.path.join(output, "data"), settings)
-    runs, failures = run_all(args, output)
+    if args.report_only:
+        (runs, missing), failures = finished_runs(args, output), []
+    else:
+        (runs, failures), missing = run_all(args, output), []
     if any(name in VARIANTS for _, name in runs):
         write_report(
             args.results, variants=VARIANTS, chosen=args.variants, runs=runs, settings=settings,
@@ -407,7 +430,7 @@ def main(args):
             command="python " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]),
             device=args.device, host=f"{platform.node()}, {os.cpu_count()} CPU cores, "
             f"{args.workers} worker(s) x {args.threads} thread(s)", wall_min=(time.perf_counter() - start) / 60,
-            val_stats=dataset_stats(os.path.join(output, "data", "valid.json")),
+            val_stats=dataset_stats(os.path.join(output, "data", "valid.json")), missing=missing,
         )
     if failures:
         sys.exit("error: runs failed: " + "; ".join(failures))

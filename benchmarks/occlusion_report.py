@@ -178,6 +178,14 @@ def markdown(report):
         "(runs it reused not counted).  ",
         f"Configs (sha1 of the file): {configs}.",
         "",
+    ]
+    if report.get("missing"):
+        lines += [
+            f"**Partial table**: {len(report['missing'])} chosen runs are not finished "
+            f"({', '.join(report['missing'])}); rows average the seeds they have (n).",
+            "",
+        ]
+    lines += [
         f"Mean ± sd over training seeds (n = seeds), {s['iters']} iterations per variant after a "
         f"{s['image_iters']}-iteration image stage of the same seed:",
         "",
@@ -248,8 +256,9 @@ def bar_chart(report, path):
 
 
 def write_report(results_dir, *, variants, chosen, runs, settings, frames_per_iter, image_configs, command,
-                 device, host, wall_min, val_stats):
-    """Summarize ``runs`` ({(seed, name): result.json dict}) and write occlusion.{md,json,png}."""
+                 device, host, wall_min, val_stats, missing=()):
+    """Summarize ``runs`` ({(seed, name): result.json dict}) and write occlusion.{md,json,png};
+    ``missing`` names the chosen runs not finished yet (a partial table says so)."""
     table = per_seed(variants, chosen, runs)
     summary, paired = summarize(table)
     used = [variants[n][1] for n in chosen] + sorted({image_configs[n] for _, n in runs if n in image_configs})
@@ -262,7 +271,7 @@ def write_report(results_dir, *, variants, chosen, runs, settings, frames_per_it
         commit=commit, configs=configs, date=time.strftime("%Y-%m-%d %H:%M %Z"), command=command, device=device,
         host=host, wall_min=wall_min, settings=settings, val_stats=val_stats, frames_per_iter=frames_per_iter,
         sec_per_iter=sec_per_iter, table=table, summary=summary, paired=paired,
-        runs={f"seed{seed}/{name}": r for (seed, name), r in sorted(runs.items())},
+        runs={f"seed{seed}/{name}": r for (seed, name), r in sorted(runs.items())}, missing=list(missing),
     )
     os.makedirs(results_dir, exist_ok=True)
     text = markdown(report)

@@ -139,6 +139,13 @@ def test_occlusion_benchmark_quick_writes_the_seeded_table_and_resumes(tmp_path)
     # (as JSON text: a re-ID rate without returns is NaN in both)
     assert json.dumps(json.loads((results / "occlusion.json").read_text())["summary"]) == json.dumps(report["summary"])
 
+    # --report-only writes the table from the finished runs and names the missing ones.
+    proc = run_benchmark(tmp_path, "--report-only", "--seeds", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Partial table**: 3 chosen runs are not finished (seed2/iai, seed2/floor, seed2/iai_mask_iou)" in (
+        results / "occlusion.md").read_text()
+    assert not (work / "seed2").exists()
+
     # Other data settings in the same output folder are refused in one line.
     proc = run_benchmark(tmp_path, "--frames", "7")
     assert proc.returncode != 0 and proc.stderr.strip().startswith("error:") and "--output" in proc.stderr
