@@ -77,6 +77,8 @@ VARIANTS = OrderedDict([
                       "IAI + CondInst (res3, dense ID)", "condinst")),
     ("condinst_track", ("track", "projects/TrackBaseline/configs/condinst_synthetic_tiny.yaml",
                         "CondInst Track (MaskTrack-style)", "condinst")),
+    ("iai_return_clips", ("iai", "configs/synthetic/levers/return_clips.yaml",
+                          "IAI, half the training clips around a return (SAMPLING_RETURN_PROB 0.5)", "maskrcnn")),
     ("iai_keep_ids", ("iai", "configs/synthetic/iai_tiny.yaml",
                       "IAI, memory keeps identities (EVICTION keep_identities; at inference)", "maskrcnn")),
     ("iai_global8", ("iai", "configs/synthetic/iai_tiny.yaml", "IAI, MAX_GLOBAL 8 (at inference)", "maskrcnn")),

@@ -135,6 +135,10 @@ def add_iai_config(cfg):
     _C.INPUT.SAMPLING_FRAME_RANGE = 3
     # Shuffle the sampled frames instead of keeping temporal order (off: IAI trains in order).
     _C.INPUT.SAMPLING_FRAME_SHUFFLE = False
+    # Probability that a training clip is built around a return: a track annotated at frame l,
+    # absent for >= 1 frames and annotated again at r; the clip is frames up to l and from r
+    # on (so the ID head learns to give back an identity the memory kept across a gap).
+    _C.INPUT.SAMPLING_RETURN_PROB = 0.0
     # One flip / scale draw for the whole clip (True) or an independent draw per frame
     # (False; the released code's behaviour, spec quirk Q6).
     _C.INPUT.AUGMENT_BY_CLIP = True

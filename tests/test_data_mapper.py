@@ -20,7 +20,9 @@ from iai_d2.data import (
     build_video_test_loader,
     load_ytvis_json,
     register_ytvis_instances,
+    return_clip_indices,
     sample_clip_indices,
+    track_returns,
 )
 
 H, W, LENGTH = 32, 48, 8
@@ -97,6 +99,20 @@ def test_clip_sampling():
     assert sample_clip_indices([3, 5], 5, 3, rng=rng) == [3, 3, 3, 5, 5]  # short: repeat in order
     shuffled = [sample_clip_indices(candidates, 3, 2, shuffle=True, rng=rng) for _ in range(50)]
     assert any(c != sorted(c) for c in shuffled)
+
+
+def test_clips_around_returns(video):
+    # Every non-crowd track skips the unannotated frame 2 (track 11 also leaves for good).
+    assert track_returns(video["annotations"]) == [(1, 3)] * 3
+    rng = np.random.RandomState(0)
+    assert {tuple(return_clip_indices(LENGTH, (1, 3), 3, rng)) for _ in range(50)} == {(0, 1, 3), (1, 3, 4)}
+    assert return_clip_indices(4, (1, 3), 3, rng) == [0, 1, 3]  # moved to fit the video
+    assert return_clip_indices(4, (0, 3), 3, rng) is None  # 2 frames around the return, 3 needed
+    mapper = YTVISClipDatasetMapper(_cfg(SAMPLING_RETURN_PROB=1.0), is_train=True)
+    for seed in range(10):
+        np.random.seed(seed)
+        indices = mapper(video)["frame_indices"]
+        assert 1 in indices and 3 in indices and EMPTY_FRAME not in indices
 
 
 def test_train_clip(video):

@@ -2,6 +2,7 @@
 test videos whose frames are decoded lazily."""
 import copy
 import logging
+from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -11,7 +12,14 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks
 
-__all__ = ["YTVISClipDatasetMapper", "VideoFrames", "read_video_frame", "sample_clip_indices"]
+__all__ = [
+    "YTVISClipDatasetMapper",
+    "VideoFrames",
+    "read_video_frame",
+    "return_clip_indices",
+    "sample_clip_indices",
+    "track_returns",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +82,37 @@ def sample_clip_indices(candidates, num_frames, max_gap, shuffle=False, rng=np.r
     return indices
 
 
+def track_returns(annotations):
+    """
+    The returns of a video's tracks: (l, r) when a track is annotated (non-crowd) at frame l, in
+    none of the frames l+1 .. r-1 (r - l >= 2: hidden, out of view or unannotated) and at frame r.
+
+    Args:
+        annotations (list[list[dict]]): per frame, the annotations with their track ``id``.
+    Returns:
+        list[tuple[int, int]] in track order, then time.
+    """
+    present = defaultdict(list)
+    for t, annos in enumerate(annotations):
+        for a in annos:
+            if not a.get("iscrowd", 0):
+                present[a["id"]].append(t)
+    return [(l, r) for frames in present.values() for l, r in zip(frames, frames[1:]) if r - l >= 2]
+
+
+def return_clip_indices(length, ret, num_frames, rng=np.random):
+    """
+    A training clip around a return ``ret`` = (l, r) (see :func:`track_returns`): k consecutive
+    frames ending at l, then T - k consecutive frames starting at r, k drawn in 1 .. T-1 and
+    moved as little as needed to fit the video; None when the video is too short for T frames.
+    """
+    l, r = ret
+    if num_frames < 2 or (l + 1) + (length - r) < num_frames:
+        return None
+    k = min(max(rng.randint(1, num_frames), num_frames - (length - r)), l + 1)
+    return list(range(l - k + 1, l + 1)) + list(range(r, r + num_frames - k))
+
+
 class VideoFrames(Sequence):
     """
     The frames of one video as a lazy sequence: ``frames[i]`` reads frame i from disk when
@@ -128,6 +167,7 @@ class YTVISClipDatasetMapper:
         sampling_frame_num=5,
         sampling_frame_range=3,
         sampling_frame_shuffle=False,
+        sampling_return_prob=0.0,
         augment_by_clip=True,
         recompute_boxes=False,
     ):
@@ -139,6 +179,8 @@ class YTVISClipDatasetMapper:
             sampling_frame_num (int): T, frames per training clip.
             sampling_frame_range (int): largest gap between successive clip frames.
             sampling_frame_shuffle (bool): shuffle the clip frames (off: temporal order).
+            sampling_return_prob (float): probability that a clip is built around a return of a
+                track after a gap (``return_clip_indices``), when the video has one.
             augment_by_clip (bool): one augmentation draw for all frames of a clip.
             recompute_boxes (bool): boxes from the augmented masks (needed with cropping).
         """
@@ -150,6 +192,7 @@ class YTVISClipDatasetMapper:
         self.sampling_frame_num = sampling_frame_num
         self.sampling_frame_range = sampling_frame_range
         self.sampling_frame_shuffle = sampling_frame_shuffle
+        self.sampling_return_prob = sampling_return_prob
         self.augment_by_clip = augment_by_clip
         self.recompute_boxes = recompute_boxes
         mode = "training" if is_train else "inference"
@@ -168,6 +211,7 @@ class YTVISClipDatasetMapper:
             "sampling_frame_num": cfg.INPUT.SAMPLING_FRAME_NUM,
             "sampling_frame_range": cfg.INPUT.SAMPLING_FRAME_RANGE,
             "sampling_frame_shuffle": cfg.INPUT.SAMPLING_FRAME_SHUFFLE,
+            "sampling_return_prob": cfg.INPUT.SAMPLING_RETURN_PROB,
             "augment_by_clip": cfg.INPUT.AUGMENT_BY_CLIP,
             "recompute_boxes": crop,
         }
@@ -195,10 +239,17 @@ class YTVISClipDatasetMapper:
         candidates = [
             i for i, annos in enumerate(annotations) if any(not a.get("iscrowd", 0) for a in annos)
         ] or list(range(video["length"]))
-        frame_indices = sample_clip_indices(
-            candidates, self.sampling_frame_num, self.sampling_frame_range,
-            self.sampling_frame_shuffle,
-        )
+        frame_indices = None
+        if self.sampling_return_prob > 0 and np.random.rand() < self.sampling_return_prob:
+            returns = track_returns(annotations)
+            if returns:
+                ret = returns[np.random.randint(len(returns))]
+                frame_indices = return_clip_indices(video["length"], ret, self.sampling_frame_num)
+        if frame_indices is None:
+            frame_indices = sample_clip_indices(
+                candidates, self.sampling_frame_num, self.sampling_frame_range,
+                self.sampling_frame_shuffle,
+            )
         video["file_names"] = [dataset_dict["file_names"][i] for i in frame_indices]
         video["frame_indices"] = frame_indices
         video["image"], video["instances"] = [], []
