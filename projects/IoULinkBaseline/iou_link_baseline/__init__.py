@@ -73,14 +73,8 @@ class IoULinkRCNN(OnlineVideoModel, GeneralizedRCNN):
 
     @torch.no_grad()
     def inference_frame(self, state: IoULinker, image: torch.Tensor, height: int, width: int) -> Instances:
-        """
-        Args:
-            image: (3, h, w) frame in the model's input format, already resized.
-            height, width: output resolution (the original frame size).
-        Returns:
-            Instances at (height, width) with pred_boxes, scores, pred_classes, pred_masks
-            (M, height, width) bool, class_probs (M, K) and ID (M,) IoU-linked track ids.
-        """
+        """:meth:`OnlineVideoModel.inference_frame`: the detections with pred_boxes too and ID (M,)
+        IoU-linked track ids."""
         instances = self.inference([{"image": image}], do_postprocess=False)[0]
         instances = detector_postprocess(instances, height, width, self.mask_threshold)
         keep = nms(instances.pred_boxes.tensor, instances.scores, self.nms_thresh)[: self.max_per_frame]

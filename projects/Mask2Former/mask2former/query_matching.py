@@ -99,14 +99,8 @@ class QueryMatchMask2Former(OnlineVideoModel, Mask2Former):
 
     @torch.no_grad()
     def inference_frame(self, state: QueryTracks, image: torch.Tensor, height: int, width: int) -> Instances:
-        """
-        Args:
-            image: (3, h, w) frame in the model's input format, already resized.
-            height, width: output resolution (the original frame size).
-        Returns:
-            Instances of every query at (height, width) (see :meth:`Mask2Former.query_instances`)
-            with ``ID`` (Q,) track ids.
-        """
+        """:meth:`OnlineVideoModel.inference_frame`: Instances of every query at (height, width) (see
+        :meth:`Mask2Former.query_instances`) with ``ID`` (Q,) track ids."""
         images, features = self._single_frame(image)
         outputs = self.predict(features)
         detections = self.query_instances(outputs, 0, images.image_sizes[0], height, width)
