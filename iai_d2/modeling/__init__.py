@@ -1,6 +1,7 @@
 """IAI modeling: importing this module registers the backbones, ROI heads and meta-architecture."""
 from .backbone import IAIFPN, build_iai_resnet_fpn_backbone, build_iai_retinanet_resnet_fpn_backbone
 from .meta_arch import IAIRCNN
+from .online import OnlineVideoModel, online_config
 from .roi_heads import IAIROIHeads
 from .video_model import IAIVideoModel, VideoState, video_config
 
@@ -10,6 +11,8 @@ __all__ = [
     "build_iai_retinanet_resnet_fpn_backbone",
     "IAIRCNN",
     "IAIVideoModel",
+    "OnlineVideoModel",
+    "online_config",
     "VideoState",
     "video_config",
     "IAIROIHeads",

@@ -1,9 +1,10 @@
 """
 The model-agnostic half of IAI: everything between a detector and its identities. A video model
 is a detector with an :class:`IAIFPN` backbone that mixes in :class:`IAIVideoModel` and supplies
-two detector hooks; the clip training loop, the association memory, the ID targets, the dense ID
-decoder and loss, the per-frame inference (de-overlapping, ID assignment, memory update), the
-teacher-forced diagnosis and video inference live here once, for every detector.
+two detector hooks; the association memory, the ID targets, the dense ID decoder and loss, the
+per-frame ID assignment and memory update and the teacher-forced diagnosis live here once, for
+every detector, on the machinery every online video model shares (:class:`OnlineVideoModel`: the
+clip training loop, de-overlapping, video inference).
 
     class MyIAIDetector(IAIVideoModel, MyDetector):
         def _frame_detector_losses(self, images, features, targets): ...   # dict of losses
@@ -19,7 +20,6 @@ Users: :class:`iai_d2.modeling.IAIRCNN` (Mask R-CNN) and ``IAICondInst`` (projec
 """
 
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -27,8 +27,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.structures import ImageList, Instances
 
-from ..inference.id_assignment import IDAssigner, remove_overlaps
-from ..inference.tracks import track_video
+from ..inference.id_assignment import IDAssigner
 from .dense_id import DenseIDHead
 from .identification import (
     build_id_mask,
@@ -37,8 +36,9 @@ from .identification import (
     paint_id_labels,
     perturb_masks,
 )
+from .online import OnlineVideoModel, online_config
 
-__all__ = ["IAIVideoModel", "VideoState", "video_config"]
+__all__ = ["ClipMemory", "IAIVideoModel", "VideoState", "video_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +53,14 @@ class VideoState:
     # The last frame's ID-decoder inputs (see IAIVideoModel._associate_frame), kept for the
     # diagnosis (IAIVideoModel.identify) until the next frame.
     last_frame: Optional[Dict] = None
+
+
+@dataclass
+class ClipMemory:
+    """What IAI carries from one frame of a training batch of clips to the next."""
+
+    slots: List[List[torch.Tensor]]  # slots[b][t]: memory slot of every instance of clip b in frame t
+    memory: object  # AssociationMemory of the backbone, shared by the B clips
 
 
 def video_config(cfg, backbone, num_classes: int) -> Dict:
@@ -91,15 +99,11 @@ def video_config(cfg, backbone, num_classes: int) -> Dict:
         recycle_after=iai.RECYCLE_AFTER,
         birth_score=inf.BIRTH_SCORE_THRESH,
         mask_iou_weight=inf.MASK_IOU_WEIGHT,
-        min_mask_keep=inf.MIN_MASK_KEEP,
-        mask_threshold=inf.MASK_THRESH,
-        video_topk=inf.VIDEO_TOPK,
-        video_score_thresh=inf.VIDEO_SCORE_THRESH,
-        progress_bar=cfg.TEST.PROGRESS_BAR,
+        **online_config(cfg, inf),
     )
 
 
-class IAIVideoModel:
+class IAIVideoModel(OnlineVideoModel):
     """
     Mixin (put it before the detector class) giving a detector with an :class:`IAIFPN` backbone
     the IAI video behaviour. The detector provides ``backbone``, ``device`` and
@@ -107,9 +111,9 @@ class IAIVideoModel:
     :meth:`_frame_detections` and, for a detector-side ID decoder, :meth:`_detector_id_probs`.
     ``ID_DECODERS`` lists the MODEL.IAI.ID_DECODER values the model accepts.
 
-    Training input: a list of clips (see ``YTVISClipDatasetMapper``); the backbone runs once on all
-    B*T frames, then frames are processed in order with the memory written from GT masks (dropped
-    and shifted as MEMORY.TRAIN_* say). The B clips share one memory schedule: a birth in any clip
+    Training input: a list of clips (see ``YTVISClipDatasetMapper``); the backbone's bottom-up runs
+    once on all B*T frames, then frames are processed in order (:meth:`OnlineVideoModel.forward_clips`)
+    with the memory written from GT masks (dropped and shifted as MEMORY.TRAIN_* say). The B clips share one memory schedule: a birth in any clip
     adds that frame to the global memory of all B (inference runs one video at a time).
     Test input: a list of videos with lazily decoded ``frames``; frames run one at a time.
     """
@@ -133,11 +137,7 @@ class IAIVideoModel:
         recycle_after: int,
         birth_score: float,
         mask_iou_weight: float = 0.0,
-        min_mask_keep: float,
-        mask_threshold: float,
-        video_topk: int,
-        video_score_thresh: float,
-        progress_bar: bool = False,
+        **online,
     ) -> None:
         """
         Args:
@@ -159,11 +159,8 @@ class IAIVideoModel:
             birth_score: a detection must score at least this to start a track.
             mask_iou_weight: weight of the IoU with a track's last mask in the ID matching (an
                 inference option, MaskTrack's cue; 0 = IAI alone), see :class:`IDAssigner`.
-            min_mask_keep: drop a detection keeping less than this fraction of its mask after
-                de-overlapping.
-            mask_threshold: binarisation threshold of mask probabilities.
-            video_topk, video_score_thresh: video-level (track, class) selection.
-            progress_bar: show a per-frame progress bar during video inference.
+            online: arguments of :meth:`OnlineVideoModel._setup_online` (de-overlapping, mask
+                threshold, video-level selection).
         """
         if id_decoder not in self.ID_DECODERS:
             raise ValueError(f"MODEL.IAI.ID_DECODER must be one of {self.ID_DECODERS}, got {id_decoder!r}")
@@ -186,11 +183,7 @@ class IAIVideoModel:
         self.recycle_after = recycle_after
         self.birth_score = birth_score
         self.mask_iou_weight = mask_iou_weight
-        self.min_mask_keep = min_mask_keep
-        self.mask_threshold = mask_threshold
-        self.video_topk = video_topk
-        self.video_score_thresh = video_score_thresh
-        self.progress_bar = progress_bar
+        self._setup_online(**online)
 
     # ------------------------------------------------------------------ detector hooks
     def _frame_detector_losses(
@@ -209,73 +202,58 @@ class IAIVideoModel:
         """(K, N+1) ID probabilities of the detector-side ID decoder for given masks (identify)."""
         raise NotImplementedError(f"identify() has no implementation for ID_DECODER {self.id_decoder!r}")
 
-    def forward(self, batched_inputs: List[Dict]):
-        if not self.training:
-            return [self.inference_video(video) for video in batched_inputs]
-        return self.forward_clips(batched_inputs)
-
-    # ------------------------------------------------------------------ training
-    def forward_clips(self, clips: List[Dict]) -> Dict[str, torch.Tensor]:
+    # ------------------------------------------------------------------ training (clip hooks)
+    def _start_clips(self, clips: List[Dict], targets: List[List[Instances]]) -> ClipMemory:
         """
-        Args:
-            clips: B clip dicts, each with ``image`` (T tensors (3, h, w)) and ``instances``
-                (T Instances with gt_boxes, gt_classes, gt_masks, gt_ids = track index in the clip).
-        Returns:
-            dict of losses, each the mean over the T frames.
-
-        ID targets follow what the memory holds: an instance is "new" (N-1) unless its slot is
-        painted in a stored frame, exactly as at inference.
+        An empty memory and the memory slots of the clips' instances. ID targets follow what the
+        memory holds: an instance is "new" (N-1) unless its slot is painted in a stored frame,
+        exactly as at inference.
         """
-        num_frames = len(clips[0]["image"])
-        if any(len(c["image"]) != num_frames for c in clips):
-            raise ValueError("All clips of a batch must have the same number of frames.")
-        batch = len(clips)
-        # Frame-major order: [f0 of every clip, f1 of every clip, ...].
-        frames = [{"image": c["image"][t]} for t in range(num_frames) for c in clips]
-        images = self.preprocess_image(frames)
-        padded_size = tuple(images.tensor.shape[-2:])
-        gt = [[c["instances"][t].to(self.device) for c in clips] for t in range(num_frames)]
-        # slots[b][t]: memory slot of every instance of clip b in frame t.
         slots = [
-            self._clip_slots(c, [gt[t][b].gt_ids for t in range(num_frames)]) for b, c in enumerate(clips)
+            self._clip_slots(c, [targets[t][b].gt_ids for t in range(len(targets))]) for b, c in enumerate(clips)
         ]
+        return ClipMemory(slots=slots, memory=self.backbone.new_memory())
 
-        bottom_up = self.backbone.bottom_up(images.tensor)
-        memory = self.backbone.new_memory()
-        losses = defaultdict(list)
-        for t in range(num_frames):
-            sl = slice(t * batch, (t + 1) * batch)
-            frame_images = ImageList(images.tensor[sl], images.image_sizes[sl])
-            associated = self.backbone.associate({k: v[sl] for k, v in bottom_up.items()}, memory)
-            hab = associated.pop("association")
-            features = self.backbone.top_down(associated)
-            held = memory.held_slots(self.num_ids - 1)
-            targets = []
-            for b in range(batch):
-                target = Instances(gt[t][b].image_size, **gt[t][b].get_fields())
-                if memory.is_empty:
-                    target.gt_ids = torch.full_like(slots[b][t], self.num_ids - 1)
-                else:
-                    target.gt_ids = id_targets(slots[b][t], held[b], self.num_ids)
-                targets.append(target)
-            for k, v in self._frame_detector_losses(frame_images, features, targets).items():
-                losses[k].append(v)
-            masks = [g.gt_masks.tensor for g in gt[t]]
-            if self.dense_id_head is not None and self.dense_id_loss_weight > 0:
-                labels = paint_id_labels(masks, [x.gt_ids for x in targets], self.num_ids, padded_size)
-                logits = self._dense_id_logits(hab, {k: v[sl] for k, v in bottom_up.items()})
-                loss = self.dense_id_head.loss(logits, labels)
-                losses["loss_id_dense"].append(loss * self.dense_id_loss_weight)
+    def _clip_features(self, images: ImageList) -> Dict[str, torch.Tensor]:
+        """The bottom-up features of all frames: association and top-down run frame by frame."""
+        return self.backbone.bottom_up(images.tensor)
 
-            id_mask = build_id_mask(
-                [perturb_masks(m, self.memory_drop_prob, self.memory_jitter) for m in masks],
-                [slots[b][t] for b in range(batch)],
-                self.num_ids,
-                padded_size,
-            )
-            births = any(bool((x.gt_ids == self.num_ids - 1).any()) for x in targets)
-            self.backbone.remember(memory, id_mask, new_ids=self.new_id_trigger and births)
-        return {k: torch.stack(v).mean() for k, v in losses.items()}
+    def _clip_frame_losses(
+        self, state: ClipMemory, t: int, images: ImageList, bottom_up: Dict[str, torch.Tensor], gt: List[Instances]
+    ) -> Dict[str, torch.Tensor]:
+        """
+        Frame t of every clip: association against the memory, the detector's losses with ID
+        targets, the dense ID loss; then the memory is written from the GT masks.
+        """
+        memory, padded_size = state.memory, tuple(images.tensor.shape[-2:])
+        associated = self.backbone.associate(bottom_up, memory)
+        hab = associated.pop("association")
+        features = self.backbone.top_down(associated)
+        held = memory.held_slots(self.num_ids - 1)
+        targets = []
+        for b, frame_gt in enumerate(gt):
+            target = Instances(frame_gt.image_size, **frame_gt.get_fields())
+            if memory.is_empty:
+                target.gt_ids = torch.full_like(state.slots[b][t], self.num_ids - 1)
+            else:
+                target.gt_ids = id_targets(state.slots[b][t], held[b], self.num_ids)
+            targets.append(target)
+        losses = self._frame_detector_losses(images, features, targets)
+        masks = [g.gt_masks.tensor for g in gt]
+        if self.dense_id_head is not None and self.dense_id_loss_weight > 0:
+            labels = paint_id_labels(masks, [x.gt_ids for x in targets], self.num_ids, padded_size)
+            logits = self._dense_id_logits(hab, bottom_up)
+            losses["loss_id_dense"] = self.dense_id_head.loss(logits, labels) * self.dense_id_loss_weight
+
+        id_mask = build_id_mask(
+            [perturb_masks(m, self.memory_drop_prob, self.memory_jitter) for m in masks],
+            [state.slots[b][t] for b in range(len(gt))],
+            self.num_ids,
+            padded_size,
+        )
+        births = any(bool((x.gt_ids == self.num_ids - 1).any()) for x in targets)
+        self.backbone.remember(memory, id_mask, new_ids=self.new_id_trigger and births)
+        return losses
 
     def _dense_id_logits(self, hab: torch.Tensor, bottom_up: Dict[str, torch.Tensor]) -> torch.Tensor:
         """Dense ID logits (B, N+1, h', w') from the HAB output and, with a skip level, its features."""
@@ -333,9 +311,8 @@ class IAIVideoModel:
         padded_size = tuple(images.tensor.shape[-2:])
         detections = self._frame_detections(images, features, first_frame, height, width)
 
-        keep, masks = remove_overlaps(detections.pred_masks, self.min_mask_keep)
-        detections = detections[keep]
-        detections.pred_masks = masks
+        detections = self._remove_overlaps(detections)
+        masks = detections.pred_masks
         input_size = images.image_sizes[0]
         input_masks = F.interpolate(masks[:, None].float(), size=input_size, mode="nearest")[:, 0] > 0.5
         if self.id_decoder == "dense":
@@ -427,14 +404,3 @@ class IAIVideoModel:
         self.backbone.remember(state.memory, id_mask, new_ids=self.new_id_trigger and births)
         state.frame_idx += 1
         return id_probs, targets
-
-    def inference_video(self, video: Dict) -> Dict:
-        """
-        Args:
-            video: a test record with ``frames`` (lazy sequence of (3, h, w) tensors), ``video_id``,
-                ``length``, ``height``, ``width``.
-        Returns:
-            dict with video_id, length, height, width and ``predictions``: the video-level tracks
-            (score, contiguous category_id, per-frame RLE or None).
-        """
-        return track_video(self, video, self.video_topk, self.video_score_thresh, self.progress_bar)

@@ -4,7 +4,7 @@ run online on videos. Every query of a frame is one detection; its embedding (th
 layer's normed query, L2-normalised) is matched to the tracks' last embeddings by the Hungarian
 algorithm on cosine similarity. Nothing is learned about identity.
 """
-from typing import Dict, List
+from typing import Dict
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +13,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Instances
 from scipy.optimize import linear_sum_assignment
 
-from iai_d2.inference.tracks import track_video
+from iai_d2.modeling.online import OnlineVideoModel, online_config
 
 from .meta_arch import Mask2Former
 
@@ -62,39 +62,36 @@ class QueryTracks:
 
 
 @META_ARCH_REGISTRY.register()
-class QueryMatchMask2Former(Mask2Former):
+class QueryMatchMask2Former(OnlineVideoModel, Mask2Former):
     """
     :class:`Mask2Former` (same parameters: image checkpoints load unchanged) that also runs online on
-    videos (the video test loader's records with lazily decoded ``frames``): per frame, all Q
+    videos (:class:`OnlineVideoModel`; the video test loader's records with lazily decoded
+    ``frames``): per frame, all Q
     queries with their class probabilities, masks and embeddings; track ids from
     :class:`QueryTracks`; video-level predictions from ``iai_d2.inference.tracks.track_video``
     (a (track, class) pair scores its class probability averaged over the video's frames, as
-    MinVIS). Training input: images, as Mask2Former.
+    MinVIS). Training input: images, as Mask2Former. Masks are Mask2Former's own (MASK_THRESHOLD),
+    not made disjoint.
     """
 
+    TRAINS_ON_CLIPS = False
+
     @configurable
-    def __init__(self, *, video_topk: int, video_score_thresh: float, progress_bar: bool = False, **kwargs):
+    def __init__(self, *, online: Dict, **kwargs):
         """
         Args:
-            video_topk, video_score_thresh: video-level (track, class) selection, as every video model.
-            progress_bar: show a per-frame progress bar during video inference.
+            online: arguments of :meth:`OnlineVideoModel._setup_online` (see ``online_config``):
+                video-level (track, class) selection, as every video model.
             kwargs: Mask2Former's arguments.
         """
         super().__init__(**kwargs)
-        self.video_topk, self.video_score_thresh, self.progress_bar = video_topk, video_score_thresh, progress_bar
+        self._setup_online(**online)
 
     @classmethod
     def from_config(cls, cfg):
         ret = super().from_config(cfg)
-        inf = cfg.MODEL.IAI.INFERENCE
-        ret.update(video_topk=inf.VIDEO_TOPK, video_score_thresh=inf.VIDEO_SCORE_THRESH,
-                   progress_bar=cfg.TEST.PROGRESS_BAR)
+        ret["online"] = online_config(cfg, cfg.MODEL.IAI.INFERENCE, frame_masks=False)
         return ret
-
-    def forward(self, batched_inputs: List[Dict]):
-        if not self.training and batched_inputs and "frames" in batched_inputs[0]:
-            return [self.inference_video(video) for video in batched_inputs]
-        return super().forward(batched_inputs)
 
     def new_video_state(self) -> QueryTracks:
         """No tracks yet."""
@@ -102,27 +99,10 @@ class QueryMatchMask2Former(Mask2Former):
 
     @torch.no_grad()
     def inference_frame(self, state: QueryTracks, image: torch.Tensor, height: int, width: int) -> Instances:
-        """
-        Args:
-            image: (3, h, w) frame in the model's input format, already resized.
-            height, width: output resolution (the original frame size).
-        Returns:
-            Instances of every query at (height, width) (see :meth:`Mask2Former.query_instances`)
-            with ``ID`` (Q,) track ids.
-        """
-        images = self.preprocess_image([{"image": image}])
-        outputs = self.predict(self.backbone(images.tensor))
+        """:meth:`OnlineVideoModel.inference_frame`: Instances of every query at (height, width) (see
+        :meth:`Mask2Former.query_instances`) with ``ID`` (Q,) track ids."""
+        images, features = self._single_frame(image)
+        outputs = self.predict(features)
         detections = self.query_instances(outputs, 0, images.image_sizes[0], height, width)
         detections.ID = state.update(detections.embeddings).to(self.device)
         return detections
-
-    def inference_video(self, video: Dict) -> Dict:
-        """
-        Args:
-            video: a test record with ``frames`` (lazy (3, h, w) tensors), ``video_id``, ``length``,
-                ``height``, ``width``.
-        Returns:
-            dict with video_id, length, height, width and ``predictions`` (score, contiguous
-            category_id, per-frame RLE or None).
-        """
-        return track_video(self, video, self.video_topk, self.video_score_thresh, self.progress_bar)
