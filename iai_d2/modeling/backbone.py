@@ -271,7 +271,9 @@ class IAIResNet(AssociationLevel, Backbone):
     A plain ResNet (res2..res5, no FPN) with the association path on one of its outputs, for
     heads with their own multi-scale neck (Mask2Former's pixel decoder). ``top_down`` is the
     identity: the outputs are the bottom-up features with the association level replaced by its
-    fused map (same shape, so image-model checkpoints of the ResNet and the heads load).
+    fused map (same shape, so the heads of an image model keep their shapes). An image model's
+    checkpoint on the plain ResNet (keys ``backbone.stem.*``, ``backbone.res2.*``, ...) loads: its
+    ResNet keys are moved under ``bottom_up`` on loading.
     """
 
     def __init__(self, bottom_up: Backbone, association: IAIAssociation, association_feature: str,
@@ -286,6 +288,7 @@ class IAIResNet(AssociationLevel, Backbone):
         self.bottom_up = bottom_up
         self._setup_association(association, association_feature, global_interval, max_global)
         self._out_features = list(bottom_up.output_shape())
+        self.register_load_state_dict_pre_hook(_nest_plain_resnet_keys)
 
     @property
     def size_divisibility(self) -> int:
@@ -313,6 +316,14 @@ class IAIResNet(AssociationLevel, Backbone):
         """
         self._check_input_size(x)
         return self.associate(self.bottom_up(x), self.new_memory())
+
+
+def _nest_plain_resnet_keys(module: IAIResNet, state_dict, prefix: str, *args) -> None:
+    """Load pre-hook of :class:`IAIResNet`: keys of a plain ResNet backbone (``prefix + "res2..."``)
+    become ``prefix + "bottom_up.res2..."``, in place."""
+    own = tuple(prefix + name + "." for name, _ in module.named_children())
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(own)]:
+        state_dict[prefix + "bottom_up." + key[len(prefix):]] = state_dict.pop(key)
 
 
 def _resnet_and_association(cfg, input_shape: ShapeSpec) -> Tuple[Backbone, IAIAssociation]:
