@@ -85,7 +85,9 @@ class IAIMask2Former(IAIVideoModel, Mask2Former):
                 f"MODEL.IAI.ID_DECODER must be one of {cls.ID_DECODERS} for IAIMask2Former, got {iai.ID_DECODER!r}"
             )
         if iai.ID_DECODER == "query" and iai.ID_LOSS != "softmax":
-            raise ValueError(f"MODEL.IAI.ID_DECODER 'query' trains with MODEL.IAI.ID_LOSS 'softmax', got {iai.ID_LOSS!r}")
+            raise ValueError(
+                f"MODEL.IAI.ID_DECODER 'query' trains with MODEL.IAI.ID_LOSS 'softmax', got {iai.ID_LOSS!r}"
+            )
         ret = super().from_config(cfg)
         backbone = ret["backbone"]
         if not hasattr(backbone, "associate"):
