@@ -185,7 +185,7 @@ def test_configs_build_and_load_into_the_query_matching_model():
         cfg = get_cfg()
         add_mask2former_config(cfg)
         cfg.merge_from_file(path)
-        assert cfg.MODEL.META_ARCHITECTURE in ("Mask2Former", "QueryMatchMask2Former"), path
+        assert cfg.MODEL.META_ARCHITECTURE in ("Mask2Former", "QueryMatchMask2Former", "IAIMask2Former"), path
     cfg = tiny_cfg()
     image_model = build_model(cfg)
     cfg.MODEL.META_ARCHITECTURE = "QueryMatchMask2Former"

@@ -1,11 +1,13 @@
 """
-ResNet-FPN backbone whose association level (res5 as in the paper, or res4 for a finer token grid;
-MODEL.IAI.ASSOCIATION.IN_FEATURE) is fused with the Hybrid Association Block before the FPN:
+IAI backbones: a ResNet whose association level (res5 as in the paper, or res3 / res4 for a finer
+token grid; MODEL.IAI.ASSOCIATION.IN_FEATURE) is fused with the Hybrid Association Block before
+the neck (the FPN of :class:`IAIFPN`, or the head's own, e.g. Mask2Former's pixel decoder, after
+:class:`IAIResNet`):
 
     resX' = concat[encoder_projector(resX) (C), HAB output (C), cls_projector(resX) (resX_ch - 2C)]
 
-resX' has resX's channel count, so the FPN (and every head after it) keeps its shape and COCO
-Mask R-CNN checkpoints load unchanged; the new modules live under `backbone.association.*`.
+resX' has resX's channel count, so the neck (and every head after it) keeps its shape and COCO
+image-model checkpoints load unchanged; the new modules live under `backbone.association.*`.
 The HAB output map is also returned under the key "association" (the dense ID decoder reads it).
 """
 
@@ -17,7 +19,7 @@ from torch import nn
 
 from detectron2.config import configurable
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool, LastLevelP6P7
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 
@@ -26,8 +28,11 @@ from .identification import IDBank
 from .memory import AssociationMemory
 
 __all__ = [
+    "AssociationLevel",
     "IAIAssociation",
     "IAIFPN",
+    "IAIResNet",
+    "build_iai_resnet_backbone",
     "build_iai_resnet_fpn_backbone",
     "build_iai_retinanet_resnet_fpn_backbone",
 ]
@@ -105,47 +110,37 @@ class IAIAssociation(nn.Module):
         return torch.cat([x, hab, cls], dim=1), hab
 
 
-class IAIFPN(FPN):
+class AssociationLevel:
     """
-    Detectron2 FPN with the association path on one of its inputs. Same attribute names as FPN
-    (bottom_up, fpn_lateral*, fpn_output*, top_block), plus `association`.
+    The association half of an IAI backbone, shared by :class:`IAIFPN` and :class:`IAIResNet`:
+    one bottom-up level fused with the association memory (``new_memory`` / ``associate`` /
+    ``remember``). The backbone owns ``bottom_up`` and calls :meth:`_setup_association` after
+    its ``nn.Module`` initialisation; ``top_down`` (the backbone's own) maps the associated
+    bottom-up features to its outputs.
 
     Per-frame use by a video model:
         feats = backbone.bottom_up(images)                     # once for all frames
         memory = backbone.new_memory()
-        for each frame batch:  p = backbone.top_down(backbone.associate(frame_feats, memory))
+        for each frame batch:  out = backbone.top_down(backbone.associate(frame_feats, memory))
                                ... heads -> Y
                                backbone.remember(memory, Y, new_ids)
     """
 
-    def __init__(
+    def _setup_association(
         self,
-        bottom_up,
-        in_features,
-        out_channels,
         association: IAIAssociation,
         association_feature: str,
-        norm="",
-        top_block=None,
-        fuse_type="sum",
-        global_interval: int = 3,
-        max_global: int = 8,
+        global_interval: int,
+        max_global: int,
         eviction: str = "oldest",
-    ):
+    ) -> None:
         """
         Args:
-            bottom_up, in_features, out_channels, norm, top_block, fuse_type: as for FPN.
-            association: the association path.
-            association_feature: the input it fuses (one of in_features, e.g. "res5").
+            association: the association path, built for ``association_feature``'s shape.
+            association_feature: the bottom-up output it fuses (e.g. "res5").
             global_interval, max_global, eviction: memory settings (MODEL.IAI.MEMORY.*).
         """
-        super().__init__(bottom_up, in_features, out_channels, norm, top_block, fuse_type)
-        if association_feature not in self.in_features:
-            raise ValueError(
-                f"MODEL.IAI.ASSOCIATION.IN_FEATURE={association_feature} must be one of "
-                f"MODEL.FPN.IN_FEATURES={list(self.in_features)}"
-            )
-        shape = bottom_up.output_shape()[association_feature]
+        shape = self.bottom_up.output_shape()[association_feature]
         if association.in_channels != shape.channels or association.id_bank.stride != shape.stride:
             raise ValueError(
                 f"association path built for {association.in_channels} channels / stride "
@@ -180,6 +175,67 @@ class IAIFPN(FPN):
         out[name], out["association"] = self.association(features[name], memory)
         return out
 
+    def remember(self, memory: AssociationMemory, Y: torch.Tensor, new_ids: bool) -> None:
+        """
+        Write the frame associated last into the memory with its ID mask.
+
+        Args:
+            memory: the memory passed to the last `associate` call.
+            Y: (B, N+1, Hp, Wp) one-hot ID mask at the padded image size.
+            new_ids: the frame allocated new IDs (may add it to the global memory).
+                Ignored for the first frame, which always enters the global memory.
+        """
+        if memory.is_empty:
+            memory.reset_memory(Y)
+        else:
+            memory.update(Y, new_ids)
+
+    def _check_input_size(self, x: torch.Tensor) -> None:
+        """Single-frame input (B, 3, Hp, Wp) must be padded to ``size_divisibility``."""
+        s = self.size_divisibility
+        if x.shape[-2] % s or x.shape[-1] % s:
+            raise ValueError(
+                f"{type(self).__name__} input of size {tuple(x.shape[-2:])} is not a multiple of the "
+                f"res5 stride {s}: pad images with size_divisibility = backbone.size_divisibility"
+            )
+
+
+class IAIFPN(AssociationLevel, FPN):
+    """
+    Detectron2 FPN with the association path on one of its inputs (:class:`AssociationLevel`).
+    Same attribute names as FPN (bottom_up, fpn_lateral*, fpn_output*, top_block), plus
+    `association`; ``top_down`` is the FPN's lateral / top-down path.
+    """
+
+    def __init__(
+        self,
+        bottom_up,
+        in_features,
+        out_channels,
+        association: IAIAssociation,
+        association_feature: str,
+        norm="",
+        top_block=None,
+        fuse_type="sum",
+        global_interval: int = 3,
+        max_global: int = 8,
+        eviction: str = "oldest",
+    ):
+        """
+        Args:
+            bottom_up, in_features, out_channels, norm, top_block, fuse_type: as for FPN.
+            association: the association path.
+            association_feature: the input it fuses (one of in_features, e.g. "res5").
+            global_interval, max_global, eviction: memory settings (MODEL.IAI.MEMORY.*).
+        """
+        super().__init__(bottom_up, in_features, out_channels, norm, top_block, fuse_type)
+        if association_feature not in self.in_features:
+            raise ValueError(
+                f"MODEL.IAI.ASSOCIATION.IN_FEATURE={association_feature} must be one of "
+                f"MODEL.FPN.IN_FEATURES={list(self.in_features)}"
+            )
+        self._setup_association(association, association_feature, global_interval, max_global, eviction)
+
     def top_down(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """
         FPN lateral / top-down path and top block on given bottom-up features (no bottom_up call).
@@ -206,21 +262,6 @@ class IAIFPN(FPN):
             results.extend(self.top_block(top_in))
         return dict(zip(self._out_features, results))
 
-    def remember(self, memory: AssociationMemory, Y: torch.Tensor, new_ids: bool) -> None:
-        """
-        Write the frame associated last into the memory with its ID mask.
-
-        Args:
-            memory: the memory passed to the last `associate` call.
-            Y: (B, N+1, Hp, Wp) one-hot ID mask at the padded image size.
-            new_ids: the frame allocated new IDs (may add it to the global memory).
-                Ignored for the first frame, which always enters the global memory.
-        """
-        if memory.is_empty:
-            memory.reset_memory(Y)
-        else:
-            memory.update(Y, new_ids)
-
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """
         Single-frame use: bottom_up -> associate (fresh memory, reference pass) -> top_down.
@@ -228,21 +269,72 @@ class IAIFPN(FPN):
         Args:
             x: (B, 3, Hp, Wp) with Hp, Wp multiples of the res5 stride.
         """
-        s = self.size_divisibility
-        if x.shape[-2] % s or x.shape[-1] % s:
-            raise ValueError(
-                f"IAIFPN input of size {tuple(x.shape[-2:])} is not a multiple of the res5 stride "
-                f"{s}: "
-                "pad images with size_divisibility = backbone.size_divisibility"
-            )
+        self._check_input_size(x)
         return self.top_down(self.associate(self.bottom_up(x), self.new_memory()))
 
 
-def _build_iai_fpn(cfg, input_shape: ShapeSpec, top_block_fn) -> IAIFPN:
+class IAIResNet(AssociationLevel, Backbone):
     """
-    ResNet + IAIFPN with the association path on MODEL.IAI.ASSOCIATION.IN_FEATURE;
-    ``top_block_fn(bottom_up)`` builds the FPN top block.
+    A plain ResNet (res2..res5, no FPN) with the association path on one of its outputs, for
+    heads with their own multi-scale neck (Mask2Former's pixel decoder). ``top_down`` is the
+    identity: the outputs are the bottom-up features with the association level replaced by its
+    fused map (same shape, so the heads of an image model keep their shapes). An image model's
+    checkpoint on the plain ResNet (keys ``backbone.stem.*``, ``backbone.res2.*``, ...) loads: its
+    ResNet keys are moved under ``bottom_up`` on loading.
     """
+
+    def __init__(self, bottom_up: Backbone, association: IAIAssociation, association_feature: str,
+                 global_interval: int = 3, max_global: int = 8, eviction: str = "oldest"):
+        """
+        Args:
+            bottom_up: the ResNet.
+            association, association_feature, global_interval, max_global, eviction: see
+                :meth:`AssociationLevel._setup_association`.
+        """
+        super().__init__()
+        self.bottom_up = bottom_up
+        self._setup_association(association, association_feature, global_interval, max_global, eviction)
+        self._out_features = list(bottom_up.output_shape())
+        self.register_load_state_dict_pre_hook(_nest_plain_resnet_keys)
+
+    @property
+    def size_divisibility(self) -> int:
+        return max(shape.stride for shape in self.bottom_up.output_shape().values())
+
+    def output_shape(self) -> Dict[str, ShapeSpec]:
+        """The ResNet's outputs (the fused level keeps its shape) and "association" (the HAB output)."""
+        shapes = dict(self.bottom_up.output_shape())
+        stride = shapes[self.association_feature].stride
+        shapes["association"] = ShapeSpec(channels=self.association.hab.dim, stride=stride)
+        return shapes
+
+    def top_down(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The identity: the associated bottom-up features are the outputs."""
+        return features
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """
+        Single-frame use: bottom_up -> associate (fresh memory, reference pass).
+
+        Args:
+            x: (B, 3, Hp, Wp) with Hp, Wp multiples of the res5 stride.
+        Returns:
+            {"res2": ..., "res5": ..., "association": (B, C, h, w)} (see :meth:`output_shape`).
+        """
+        self._check_input_size(x)
+        return self.associate(self.bottom_up(x), self.new_memory())
+
+
+def _nest_plain_resnet_keys(module: IAIResNet, state_dict, prefix: str, *args) -> None:
+    """Load pre-hook of :class:`IAIResNet`: keys of a plain ResNet backbone (``prefix + "res2..."``)
+    become ``prefix + "bottom_up.res2..."``, in place."""
+    own = tuple(prefix + name + "." for name, _ in module.named_children())
+    for key in [k for k in state_dict if k.startswith(prefix) and not k.startswith(own)]:
+        state_dict[prefix + "bottom_up." + key[len(prefix):]] = state_dict.pop(key)
+
+
+def _resnet_and_association(cfg, input_shape: ShapeSpec) -> Tuple[Backbone, IAIAssociation]:
+    """The ResNet and the association path on its output MODEL.IAI.ASSOCIATION.IN_FEATURE."""
     bottom_up = build_resnet_backbone(cfg, input_shape)
     name = cfg.MODEL.IAI.ASSOCIATION.IN_FEATURE
     if name not in bottom_up.output_shape():
@@ -250,16 +342,38 @@ def _build_iai_fpn(cfg, input_shape: ShapeSpec, top_block_fn) -> IAIFPN:
             f"MODEL.IAI.ASSOCIATION.IN_FEATURE={name} is not a backbone output "
             f"{sorted(bottom_up.output_shape())}; add it to MODEL.RESNETS.OUT_FEATURES"
         )
-    association = IAIAssociation(cfg, bottom_up.output_shape()[name])
+    return bottom_up, IAIAssociation(cfg, bottom_up.output_shape()[name])
+
+
+def _build_iai_fpn(cfg, input_shape: ShapeSpec, top_block_fn) -> IAIFPN:
+    """
+    ResNet + IAIFPN with the association path on MODEL.IAI.ASSOCIATION.IN_FEATURE;
+    ``top_block_fn(bottom_up)`` builds the FPN top block.
+    """
+    bottom_up, association = _resnet_and_association(cfg, input_shape)
     return IAIFPN(
         bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
         association=association,
-        association_feature=name,
+        association_feature=cfg.MODEL.IAI.ASSOCIATION.IN_FEATURE,
         norm=cfg.MODEL.FPN.NORM,
         top_block=top_block_fn(bottom_up),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        global_interval=cfg.MODEL.IAI.MEMORY.GLOBAL_INTERVAL,
+        max_global=cfg.MODEL.IAI.MEMORY.MAX_GLOBAL,
+        eviction=cfg.MODEL.IAI.MEMORY.EVICTION,
+    )
+
+
+@BACKBONE_REGISTRY.register()
+def build_iai_resnet_backbone(cfg, input_shape: ShapeSpec):
+    """ResNet + the association path on ASSOCIATION.IN_FEATURE, no FPN (:class:`IAIResNet`)."""
+    bottom_up, association = _resnet_and_association(cfg, input_shape)
+    return IAIResNet(
+        bottom_up,
+        association,
+        cfg.MODEL.IAI.ASSOCIATION.IN_FEATURE,
         global_interval=cfg.MODEL.IAI.MEMORY.GLOBAL_INTERVAL,
         max_global=cfg.MODEL.IAI.MEMORY.MAX_GLOBAL,
         eviction=cfg.MODEL.IAI.MEMORY.EVICTION,

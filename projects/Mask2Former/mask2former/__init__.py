@@ -1,8 +1,10 @@
-"""Mask2Former instance segmentation on Detectron2 (pure PyTorch) and the query-matching (MinVIS)
-video baseline: importing this package registers the ``Mask2Former`` and ``QueryMatchMask2Former``
-meta-architectures and the ``MSDeformAttnPixelDecoder``."""
+"""Mask2Former instance segmentation on Detectron2 (pure PyTorch), the query-matching (MinVIS)
+video baseline and IAI + Mask2Former: importing this package registers the ``Mask2Former``,
+``QueryMatchMask2Former`` and ``IAIMask2Former`` meta-architectures, the
+``MSDeformAttnPixelDecoder`` and (through iai_d2) the IAI backbones."""
 from .config import add_mask2former_config
 from .criterion import SetCriterion
+from .iai_meta_arch import IAIMask2Former, query_id_targets
 from .matcher import HungarianMatcher, pairwise_dice_cost, pairwise_sigmoid_ce_cost
 from .meta_arch import Mask2Former
 from .ms_deform_attn import MSDeformAttn, ms_deform_attn_core
@@ -17,6 +19,7 @@ __all__ = [
     "AttentionLayer",
     "build_pixel_decoder",
     "HungarianMatcher",
+    "IAIMask2Former",
     "Mask2Former",
     "MaskedTransformerDecoder",
     "MSDeformAttn",
@@ -26,6 +29,7 @@ __all__ = [
     "pairwise_sigmoid_ce_cost",
     "PIXEL_DECODER_REGISTRY",
     "QueryMatchMask2Former",
+    "query_id_targets",
     "QueryTracks",
     "SetCriterion",
     "sine_position_embedding",

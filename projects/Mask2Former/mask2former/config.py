@@ -16,7 +16,8 @@ def add_mask2former_config(cfg):
     Add the Mask2Former keys to a Detectron2 config, in place. The iai_d2 keys are added first when
     missing: Mask2Former trains with iai_d2's trainer (``SOLVER.OPTIMIZER``,
     ``SOLVER.BACKBONE_MULTIPLIER``, the ``*_frames`` datasets), and the query-matching video model
-    reads ``MODEL.IAI.INFERENCE.VIDEO_TOPK`` / ``VIDEO_SCORE_THRESH`` as every video model does.
+    reads ``MODEL.IAI.INFERENCE.VIDEO_TOPK`` / ``VIDEO_SCORE_THRESH`` as every video model does;
+    IAIMask2Former reads every ``MODEL.IAI`` key as IAIRCNN does.
     """
     if "IAI" not in cfg.MODEL:
         add_iai_config(cfg)
@@ -60,3 +61,12 @@ def add_mask2former_config(cfg):
     # Images: the top TEST.DETECTIONS_PER_IMAGE (query, class) pairs, score = class probability x
     # mean mask probability inside the binary mask.
     m.MASK_THRESHOLD = 0.5
+
+    # ---------------------------------------------------------------- IAI + Mask2Former
+    # IAIMask2Former, per frame at inference: the queries scoring at least this (best foreground
+    # class probability x mean mask probability inside the mask), at most
+    # MODEL.IAI.INFERENCE.MAX_PER_FRAME of them, score descending, go to ID assignment (most of the
+    # Q queries are "no object"; MODEL.IAI.INFERENCE.BIRTH_SCORE_THRESH still gates new tracks).
+    # Its masks are binarised at MODEL.IAI.INFERENCE.MASK_THRESH. With MODEL.IAI.ID_DECODER
+    # "query", the ID head's cross-entropy is weighted by MODEL.IAI.ID_LOSS_WEIGHT.
+    m.FRAME_SCORE_THRESH = 0.1

@@ -73,17 +73,27 @@ class SetCriterion:
             outputs: the transformer decoder's dict (``pred_logits``, ``pred_masks``, ``aux_outputs``).
             targets: B dicts with ``labels`` (T,) and ``masks`` (T, H, W) float at the padded input size.
         """
+        return self.losses_and_matching(outputs, targets)[0]
+
+    def losses_and_matching(self, outputs: Dict, targets: List[Dict]):
+        """
+        The losses (see ``__call__``) and the final prediction's matching: B pairs (query indices,
+        target indices), as :class:`HungarianMatcher` returns them (heads on the final queries,
+        e.g. an ID head, take their targets from it).
+        """
         num_masks = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=outputs["pred_logits"].device)
         if comm.get_world_size() > 1:
             dist.all_reduce(num_masks)
         num_masks = max(num_masks.item() / comm.get_world_size(), 1.0)
-        losses = {}
+        losses, final_indices = {}, None
         predictions = [outputs] + (list(outputs["aux_outputs"]) if self.deep_supervision else [])
         for i, prediction in enumerate(predictions):
             suffix = "" if i == 0 else f"_{i - 1}"
             indices = self.matcher(prediction, targets)
+            if i == 0:
+                final_indices = indices
             loss_mask, loss_dice = self.mask_losses(prediction["pred_masks"], targets, indices, num_masks)
             raw = {"loss_ce": self.class_loss(prediction["pred_logits"], targets, indices),
                    "loss_mask": loss_mask, "loss_dice": loss_dice}
             losses.update({k + suffix: v * self.weights[k] for k, v in raw.items()})
-        return losses
+        return losses, final_indices

@@ -100,6 +100,11 @@ class Mask2Former(nn.Module):
     # ------------------------------------------------------------------------------ training
     def losses(self, images: ImageList, outputs: Dict, gt_instances: List[Instances]) -> Dict[str, torch.Tensor]:
         """The set losses of ``outputs`` against the GT instances (gt_classes, gt_masks)."""
+        return self.criterion(outputs, self.set_targets(images, gt_instances))
+
+    @staticmethod
+    def set_targets(images: ImageList, gt_instances: List[Instances]) -> List[Dict]:
+        """The criterion's targets: per image ``labels`` (T,) and ``masks`` (T, Hp, Wp) float, zero-padded."""
         padded = images.tensor.shape[-2:]
         targets = []
         for inst in gt_instances:
@@ -110,7 +115,7 @@ class Mask2Former(nn.Module):
             m = masks.tensor if isinstance(masks, BitMasks) else masks
             m = F.pad(m.float(), (0, padded[1] - m.shape[-1], 0, padded[0] - m.shape[-2]))
             targets.append({"labels": inst.gt_classes, "masks": m})
-        return self.criterion(outputs, targets)
+        return targets
 
     # ------------------------------------------------------------------------------ inference
     def _mask_probs(self, outputs: Dict, b: int, image_size, height: int, width: int) -> torch.Tensor:
