@@ -69,6 +69,12 @@ def video_config(cfg, backbone, num_classes: int) -> Dict:
     the dense ID head, so call it after the backbone is built: the initialisation order is part of
     a seeded model's weights).
     """
+    if not hasattr(backbone, "associate"):
+        raise ValueError(
+            f"{cfg.MODEL.META_ARCHITECTURE} needs an IAI backbone: set MODEL.BACKBONE.NAME to one of "
+            "'build_iai_resnet_fpn_backbone' (Mask R-CNN), 'build_iai_retinanet_resnet_fpn_backbone' (CondInst), "
+            f"'build_iai_resnet_backbone' (Mask2Former); got {cfg.MODEL.BACKBONE.NAME!r}"
+        )
     iai = cfg.MODEL.IAI
     inf = iai.INFERENCE
     use_dense = iai.ID_DECODER == "dense" or iai.DENSE_ID.LOSS_WEIGHT > 0

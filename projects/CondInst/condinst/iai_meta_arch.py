@@ -61,11 +61,6 @@ class IAICondInst(IAIVideoModel, CondInst):
             raise ValueError(f"MODEL.IAI.ID_DECODER must be one of {cls.ID_DECODERS} for IAICondInst, got {iai.ID_DECODER!r}")
         ret = super().from_config(cfg)
         backbone = ret["backbone"]
-        if not hasattr(backbone, "associate"):
-            raise ValueError(
-                "IAICondInst needs an IAI backbone: set MODEL.BACKBONE.NAME to "
-                f"'build_iai_retinanet_resnet_fpn_backbone' (got {cfg.MODEL.BACKBONE.NAME!r})"
-            )
         return {
             **ret,
             "video": video_config(cfg, backbone, cfg.MODEL.FCOS.NUM_CLASSES),

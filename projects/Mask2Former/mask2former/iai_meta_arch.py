@@ -90,11 +90,6 @@ class IAIMask2Former(IAIVideoModel, Mask2Former):
             )
         ret = super().from_config(cfg)
         backbone = ret["backbone"]
-        if not hasattr(backbone, "associate"):
-            raise ValueError(
-                "IAIMask2Former needs an IAI backbone: set MODEL.BACKBONE.NAME to 'build_iai_resnet_backbone' "
-                f"(got {cfg.MODEL.BACKBONE.NAME!r})"
-            )
         m = cfg.MODEL.MASK2FORMER
         return {
             **ret,
