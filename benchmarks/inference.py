@@ -99,7 +99,8 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     if args.stream <= 100:
-        parser.error(f"--stream must be above 100 (peak RSS is compared after 100 frames and after it), got {args.stream}")
+        parser.error(f"--stream must be above 100 (peak RSS after 100 frames is compared with the end), "
+                     f"got {args.stream}")
 
     cfg = load_cfg(args.config_file, args.opts)
     torch.manual_seed(0)

@@ -2,9 +2,10 @@
 """
 Occlusion benchmark (issues 9, 19): IAI, its ablations, the tracking-by-detection baseline and the
 IoU-linking floor on Mask R-CNN, IAI and the tracking-by-detection baseline on CondInst (issue 11),
-and IAI and query matching (MinVIS-style) on Mask2Former (issue 20), each trained with the same budget under K training seeds on one synthetic set with
-heavy occlusion, scored with the tracking diagnosis (video AP, HOTA / AssA / IDF1, ID switches and
-re-identification after gaps for model / IoU-linked / oracle identities on the same detections).
+and IAI and query matching (MinVIS-style) on Mask2Former (issue 20), each trained with the same
+budget under K training seeds on one synthetic set with heavy occlusion, scored with the tracking
+diagnosis (video AP, HOTA / AssA / IDF1, ID switches and re-identification after gaps for model /
+IoU-linked / oracle identities on the same detections).
 
     python benchmarks/occlusion_benchmark.py            # IAI, Track, floor x 3 seeds: ~3.5 h, 2 quiet CPU cores
     python benchmarks/occlusion_benchmark.py --variants all --device cuda --workers 12  # one GPU
@@ -14,13 +15,14 @@ Recipe, per training seed s in 0 .. K-1: the plain image model of each detector 
 use (Mask R-CNN, configs/synthetic/maskrcnn_tiny_frames.yaml -> OUTPUT/seed<s>/image/; CondInst,
 projects/CondInst/configs/condinst_tiny_frames.yaml -> OUTPUT/seed<s>/image_condinst/; Mask2Former,
 projects/Mask2Former/configs/mask2former_tiny_frames.yaml -> OUTPUT/seed<s>/image_mask2former/) is
-trained with SEED s on the frames of the train videos for --image-iters iterations; every variant
-of seed s starts from its detector's image model of seed s and trains --iters more iterations of
-10 frames each with SEED s (2 clips x 5 frames for IAI, 5 frame pairs for the Track baselines, 10
+trained with SEED s on the frames of the train videos for --image-iters iterations; every variant of
+seed s starts from its detector's image model of seed s and trains --iters more iterations of 10
+frames each with SEED s (2 clips x 5 frames for IAI, 5 frame pairs for the Track baselines, 10
 frames as images for the floor and query matching). Seed s of two variants thus shares its image
-model: differences are paired by seed. Each run is resumable: one whose model_final.pth and result.json exist is skipped, one
-with only model_final.pth is evaluated. Writes RESULTS/occlusion.{md,json,png}; data and runs go
-to OUTPUT (data/, seed<s>/<image stage>/, seed<s>/<variant>/). See docs/OCCLUSION_BENCHMARK.md.
+model: differences are paired by seed. Each run is resumable: one whose model_final.pth and
+result.json exist is skipped, one with only model_final.pth is evaluated. Writes
+RESULTS/occlusion.{md,json,png}; data and runs go to OUTPUT (data/, seed<s>/<image stage>/,
+seed<s>/<variant>/). See docs/OCCLUSION_BENCHMARK.md.
 """
 import argparse
 import json

@@ -232,9 +232,10 @@ def markdown(report):
         f"the runs this invocation trained): {timing or 'n/a (no run of this invocation was long enough to time)'}.",
         "",
         "Columns: AP, HOTA, AssA, IDF1, ID switches and re-ID kept % score each row's own identities (the "
-        "floor's are IoU-linked); IoU-linked AP and oracle AP score the same detections with greedy mask-IoU "
-        "linking and with GT identities (tools/analyze_tracking.py). HOTA / AssA / IDF1: TrackEval, "
-        "class-agnostic, detections with class probability >= 0.5. See docs/OCCLUSION_BENCHMARK.md.",
+        "floor's and the '+ IoU linking' rows' are IoU-linked); IoU-linked AP and oracle AP score the same "
+        "detections with greedy mask-IoU linking and with GT identities (tools/analyze_tracking.py). HOTA / "
+        "AssA / IDF1: TrackEval, class-agnostic, detections with class probability >= 0.5. See "
+        "docs/OCCLUSION_BENCHMARK.md.",
     ]
     return "\n".join(lines) + "\n"
 
