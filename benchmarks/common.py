@@ -14,6 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "configs", "synthetic", "iai_tiny.yaml")
 CONDINST_DIR = os.path.join(REPO, "projects", "CondInst")
 CONDINST_TINY_CONFIG = os.path.join(CONDINST_DIR, "configs", "iai_condinst_tiny.yaml")
+MASK2FORMER_DIR = os.path.join(REPO, "projects", "Mask2Former")
+MASK2FORMER_TINY_CONFIG = os.path.join(MASK2FORMER_DIR, "configs", "iai_mask2former_tiny.yaml")
 
 
 def load_cfg(config_file: str, opts=(), add_config=add_iai_config):
@@ -40,6 +42,21 @@ def as_condinst(cfg):
     cfg.MODEL.META_ARCHITECTURE = "CondInst"
     cfg.MODEL.BACKBONE.NAME = "build_retinanet_resnet_fpn_backbone"
     return cfg
+
+
+def as_mask2former(cfg):
+    """The same detector without IAI: Mask2Former on the plain ResNet backbone."""
+    cfg = cfg.clone()
+    cfg.MODEL.META_ARCHITECTURE = "Mask2Former"
+    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
+    return cfg
+
+
+def plain_resnet_state_dict(state_dict):
+    """An IAI model's state dict with the IAIResNet backbone's ResNet keys (``backbone.bottom_up.*``)
+    as a plain ResNet backbone's (``backbone.*``): the reverse of IAIResNet's load hook."""
+    nested = "backbone.bottom_up."
+    return {("backbone." + k[len(nested):] if k.startswith(nested) else k): v for k, v in state_dict.items()}
 
 
 def synthetic_videos(num_videos: int, num_frames: int, height: int, width: int, seed: int = 0):

@@ -4,13 +4,15 @@ Online inference cost of IAI, in one run on the same frames and weights:
 
 1. seconds / frame of IAI (backbone + HAB + heads + ID assignment + memory update) vs the bare
    Detectron2 Mask R-CNN (GeneralizedRCNN with the same weights where they are shared), and of
-   IAI + CondInst (IAICondInst) vs the bare CondInst, likewise;
+   IAI + CondInst (IAICondInst) vs the bare CondInst and IAI + Mask2Former (IAIMask2Former) vs
+   the bare Mask2Former, likewise;
 2. peak RSS after 100 vs after 2,000 frames of a synthetic stream (bounded memory => ratio ~1),
    and the memory held by the association memory, bounded vs unbounded (the paper's);
 3. on a CUDA machine, FPS of the R50 config at 360x640.
 
     python benchmarks/inference.py [--config-file ...] [--weights model_final.pth] [--stream 2000]
         [--condinst-config ...] [--condinst-weights model_final.pth]
+        [--mask2former-config ...] [--mask2former-weights model_final.pth]
 """
 
 import argparse
@@ -28,18 +30,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (
     CONDINST_DIR,
     CONDINST_TINY_CONFIG,
+    MASK2FORMER_DIR,
+    MASK2FORMER_TINY_CONFIG,
     REPO,
     TINY_CONFIG,
     as_condinst,
+    as_mask2former,
     as_mask_rcnn,
     load_cfg,
     peak_rss_mib,
+    plain_resnet_state_dict,
     synthetic_videos,
     timed,
 )  # noqa: E402
 
 sys.path.insert(0, CONDINST_DIR)
+sys.path.insert(0, MASK2FORMER_DIR)
 from condinst import add_condinst_config  # noqa: E402
+from mask2former import add_mask2former_config  # noqa: E402
 
 
 def load_frames(cfg, records):
@@ -82,12 +90,17 @@ def main():
     parser.add_argument("--weights", default="", help="IAI checkpoint (default: random init)")
     parser.add_argument("--frames", type=int, default=24, help="frames per timed run")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--stream", type=int, default=2000, help="length of the memory stream")
+    parser.add_argument("--stream", type=int, default=2000, help="length of the memory stream (> 100)")
     parser.add_argument("--condinst-config", default=CONDINST_TINY_CONFIG, help="IAICondInst config")
     parser.add_argument("--condinst-weights", default="",
                         help="IAICondInst checkpoint (default: random init, FCOS score threshold 0)")
+    parser.add_argument("--mask2former-config", default=MASK2FORMER_TINY_CONFIG, help="IAIMask2Former config")
+    parser.add_argument("--mask2former-weights", default="", help="IAIMask2Former checkpoint (default: random init)")
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
+    if args.stream <= 100:
+        parser.error(f"--stream must be above 100 (peak RSS after 100 frames is compared with the end), "
+                     f"got {args.stream}")
 
     cfg = load_cfg(args.config_file, args.opts)
     torch.manual_seed(0)
@@ -146,11 +159,23 @@ def main():
     missing = condinst.load_state_dict(iai_ci.state_dict(), strict=False)
     assert not missing.missing_keys, missing.missing_keys  # every CondInst weight comes from IAI + CondInst
 
+    # Mask2Former and IAI + Mask2Former: the plain ResNet's weights are IAIResNet's bottom_up ones.
+    m2f_cfg = load_cfg(args.mask2former_config, args.opts, add_mask2former_config)
+    iai_m2f = build_model(m2f_cfg).eval()
+    if args.mask2former_weights:
+        DetectionCheckpointer(iai_m2f).load(args.mask2former_weights)
+    mask2former = build_model(as_mask2former(m2f_cfg)).eval()
+    missing = mask2former.load_state_dict(plain_resnet_state_dict(iai_m2f.state_dict()), strict=False)
+    assert not missing.missing_keys, missing.missing_keys  # every Mask2Former weight comes from IAI + Mask2Former
+
     t_base = timed(lambda: image_model_frames(baseline, frames, args.frames), args.repeats) / args.frames
     t_iai = timed(lambda: iai_stream(iai, frames, args.frames), args.repeats) / args.frames
     t_ci = timed(lambda: image_model_frames(condinst, frames, args.frames), args.repeats) / args.frames
     t_iai_ci = timed(lambda: iai_stream(iai_ci, frames, args.frames), args.repeats) / args.frames
-    print(f"CondInst weights: {args.condinst_weights or 'random init, FCOS score threshold 0'}")
+    t_m2f = timed(lambda: image_model_frames(mask2former, frames, args.frames), args.repeats) / args.frames
+    t_iai_m2f = timed(lambda: iai_stream(iai_m2f, frames, args.frames), args.repeats) / args.frames
+    print(f"CondInst weights: {args.condinst_weights or 'random init, FCOS score threshold 0'}; "
+          f"Mask2Former weights: {args.mask2former_weights or 'random init'}")
     print(
         tabulate(
             [
@@ -158,15 +183,19 @@ def main():
                 ["IAI (online)", t_iai, 1.0 / t_iai, t_iai / t_base],
                 ["CondInst", t_ci, 1.0 / t_ci, 1.0],
                 ["IAI + CondInst (online)", t_iai_ci, 1.0 / t_iai_ci, t_iai_ci / t_ci],
+                ["Mask2Former", t_m2f, 1.0 / t_m2f, 1.0],
+                ["IAI + Mask2Former (online)", t_iai_m2f, 1.0 / t_iai_m2f, t_iai_m2f / t_m2f],
             ],
             headers=["model", "s / frame", "FPS", "ratio"],
             floatfmt=".4f",
         )
     )
     print(
-        "(ratio: against the plain detector of the same family in this run, Mask R-CNN or CondInst. "
+        "(ratio: against the plain detector of the same family in this run, Mask R-CNN, CondInst or Mask2Former. "
         "Mask R-CNN / CondInst: NMS and masks for up to TEST.DETECTIONS_PER_IMAGE boxes; IAI: class-agnostic "
-        "NMS (IAI + CondInst: CondInst's NMS) and masks for MODEL.IAI.INFERENCE.MAX_PER_FRAME boxes)"
+        "NMS (IAI + CondInst: CondInst's NMS) and masks for MODEL.IAI.INFERENCE.MAX_PER_FRAME boxes; "
+        "Mask2Former: the top TEST.DETECTIONS_PER_IMAGE (query, class) pairs; IAI + Mask2Former: the queries "
+        "scoring >= MODEL.MASK2FORMER.FRAME_SCORE_THRESH, at most MAX_PER_FRAME)"
     )
 
     if torch.cuda.is_available():

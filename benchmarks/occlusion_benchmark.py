@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """
 Occlusion benchmark (issues 9, 19): IAI, its ablations, the tracking-by-detection baseline and the
-IoU-linking floor on Mask R-CNN, and IAI and the tracking-by-detection baseline on CondInst
-(issue 11), each trained with the same budget under K training seeds on one synthetic set with
-heavy occlusion, scored with the tracking diagnosis (video AP, HOTA / AssA / IDF1, ID switches and
-re-identification after gaps for model / IoU-linked / oracle identities on the same detections).
+IoU-linking floor on Mask R-CNN, IAI and the tracking-by-detection baseline on CondInst (issue 11),
+and IAI and query matching (MinVIS-style) on Mask2Former (issue 20), each trained with the same
+budget under K training seeds on one synthetic set with heavy occlusion, scored with the tracking
+diagnosis (video AP, HOTA / AssA / IDF1, ID switches and re-identification after gaps for model /
+IoU-linked / oracle identities on the same detections).
 
     python benchmarks/occlusion_benchmark.py            # IAI, Track, floor x 3 seeds: ~3.5 h, 2 quiet CPU cores
     python benchmarks/occlusion_benchmark.py --variants all --device cuda --workers 12  # one GPU
@@ -12,14 +13,16 @@ re-identification after gaps for model / IoU-linked / oracle identities on the s
 
 Recipe, per training seed s in 0 .. K-1: the plain image model of each detector the chosen variants
 use (Mask R-CNN, configs/synthetic/maskrcnn_tiny_frames.yaml -> OUTPUT/seed<s>/image/; CondInst,
-projects/CondInst/configs/condinst_tiny_frames.yaml -> OUTPUT/seed<s>/image_condinst/) is trained
-with SEED s on the frames of the train videos for --image-iters iterations; every variant of seed s
-starts from its detector's image model of seed s and trains --iters more iterations of 10 frames
-each with SEED s (2 clips x 5 frames for IAI, 5 frame pairs for the Track baselines, 10 frames as
-images for the floor). Seed s of two variants thus shares its image model: differences are paired
-by seed. Each run is resumable: one whose model_final.pth and result.json exist is skipped, one
-with only model_final.pth is evaluated. Writes RESULTS/occlusion.{md,json,png}; data and runs go
-to OUTPUT (data/, seed<s>/<image stage>/, seed<s>/<variant>/). See docs/OCCLUSION_BENCHMARK.md.
+projects/CondInst/configs/condinst_tiny_frames.yaml -> OUTPUT/seed<s>/image_condinst/; Mask2Former,
+projects/Mask2Former/configs/mask2former_tiny_frames.yaml -> OUTPUT/seed<s>/image_mask2former/) is
+trained with SEED s on the frames of the train videos for --image-iters iterations; every variant of
+seed s starts from its detector's image model of seed s and trains --iters more iterations of 10
+frames each with SEED s (2 clips x 5 frames for IAI, 5 frame pairs for the Track baselines, 10
+frames as images for the floor and query matching). Seed s of two variants thus shares its image
+model: differences are paired by seed. Each run is resumable: one whose model_final.pth and
+result.json exist is skipped, one with only model_final.pth is evaluated. Writes
+RESULTS/occlusion.{md,json,png}; data and runs go to OUTPUT (data/, seed<s>/<image stage>/,
+seed<s>/<variant>/). See docs/OCCLUSION_BENCHMARK.md.
 """
 import argparse
 import json
@@ -33,7 +36,7 @@ from multiprocessing import get_context
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # occlusion_report
-for _project in ("CondInst", "TrackBaseline", "IoULinkBaseline"):
+for _project in ("CondInst", "TrackBaseline", "IoULinkBaseline", "Mask2Former"):
     sys.path.insert(0, os.path.join(REPO, "projects", _project))
 
 from iai_d2.utils import atomic_write, filter_library_warnings  # noqa: E402
@@ -41,16 +44,17 @@ from iai_d2.utils import atomic_write, filter_library_warnings  # noqa: E402
 filter_library_warnings()  # before Detectron2 is imported
 
 import numpy as np  # noqa: E402
-from occlusion_report import write_report  # noqa: E402
+from occlusion_report import own_labelling, write_report  # noqa: E402
 
 TRAIN_NAME, VAL_NAME = "occlusion_bench_train", "occlusion_bench_val"
 FRAMES_NAME = f"{TRAIN_NAME}_frames"
-FRAMES_PER_ITER = 10  # IAI: 2 clips x 5 frames; Track baselines: 5 pairs; image model / floor: 10 images
+FRAMES_PER_ITER = 10  # IAI: 2 clips x 5 frames; Track baselines: 5 pairs; image model / "frames" kind: 10 images
 # detector -> (run name, config) of its image-model stage; "image" keeps the runs made before
 # CondInst joined the benchmark reusable.
 IMAGE_STAGES = OrderedDict([
     ("maskrcnn", ("image", "configs/synthetic/maskrcnn_tiny_frames.yaml")),
     ("condinst", ("image_condinst", "projects/CondInst/configs/condinst_tiny_frames.yaml")),
+    ("mask2former", ("image_mask2former", "projects/Mask2Former/configs/mask2former_tiny_frames.yaml")),
 ])
 
 
@@ -58,9 +62,11 @@ def _ablation(name):
     return os.path.join("configs", "synthetic", "ablations", f"{name}.yaml")
 
 
-# name -> (kind, config file, table label, detector). kind: "iai" (IAIRCNN, IAICondInst), "track"
-# (TrackRCNN, TrackCondInst), "floor" (IoULinkRCNN: the image model trained on frames, identities
-# by greedy mask-IoU linking); detector: the key of its image-model stage in IMAGE_STAGES.
+# name -> (kind, config file, table label, detector). kind: "iai" (IAIRCNN, IAICondInst,
+# IAIMask2Former; trained on clips), "track" (TrackRCNN, TrackCondInst; trained on frame pairs),
+# "frames" (the image model trained on frames as images, identities linked online without training:
+# IoULinkRCNN by greedy mask IoU, QueryMatchMask2Former by query matching); detector: the key of
+# its image-model stage in IMAGE_STAGES.
 VARIANTS = OrderedDict([
     ("iai", ("iai", "configs/synthetic/iai_tiny.yaml", "IAI (demo config: res3, dense ID)", "maskrcnn")),
     ("no_memory", ("iai", _ablation("no_memory"), "IAI w/o local + global memory (ID head only)", "maskrcnn")),
@@ -71,7 +77,7 @@ VARIANTS = OrderedDict([
     ("roi_id_focal", ("iai", _ablation("roi_id_focal"), "IAI, ROI ID head, focal", "maskrcnn")),
     ("track", ("track", "projects/TrackBaseline/configs/synthetic_tiny.yaml",
                "TrackBaseline (MaskTrack-style)", "maskrcnn")),
-    ("floor", ("floor", "projects/IoULinkBaseline/configs/iou_link_tiny.yaml",
+    ("floor", ("frames", "projects/IoULinkBaseline/configs/iou_link_tiny.yaml",
                "floor: image model + IoU linking", "maskrcnn")),
     ("iai_condinst", ("iai", "projects/CondInst/configs/iai_condinst_tiny.yaml",
                       "IAI + CondInst (res3, dense ID)", "condinst")),
@@ -79,6 +85,10 @@ VARIANTS = OrderedDict([
                         "CondInst Track (MaskTrack-style)", "condinst")),
     ("iai_return_clips", ("iai", "configs/synthetic/levers/return_clips.yaml",
                           "IAI, half the training clips around a return (SAMPLING_RETURN_PROB 0.5)", "maskrcnn")),
+    ("iai_m2f", ("iai", "projects/Mask2Former/configs/iai_mask2former_tiny.yaml",
+                 "IAI + Mask2Former (res3, dense ID)", "mask2former")),
+    ("m2f_query_match", ("frames", "projects/Mask2Former/configs/query_matching_tiny.yaml",
+                         "Mask2Former + query matching (MinVIS-style)", "mask2former")),
     ("iai_keep_ids", ("iai", "configs/synthetic/iai_tiny.yaml",
                       "IAI, memory keeps identities (EVICTION keep_identities; at inference)", "maskrcnn")),
     ("iai_global8", ("iai", "configs/synthetic/iai_tiny.yaml", "IAI, MAX_GLOBAL 8 (at inference)", "maskrcnn")),
@@ -237,10 +247,14 @@ def build_cfg(kind, config, run_dir, weights, iters, seed, device, quick, detect
         from condinst import add_condinst_config
 
         add_condinst_config(cfg)
+    elif detector == "mask2former":
+        from mask2former import add_mask2former_config
+
+        add_mask2former_config(cfg)
     else:
         add_iai_config(cfg)
     cfg.merge_from_file(os.path.join(REPO, config))
-    on_frames = kind in ("image", "floor")
+    on_frames = kind in ("image", "frames")
     opts = [
         "DATASETS.TRAIN", (FRAMES_NAME if on_frames else TRAIN_NAME,), "DATASETS.TEST", (),
         "MODEL.WEIGHTS", weights, "MODEL.DEVICE", device, "SEED", seed, "OUTPUT_DIR", run_dir,
@@ -331,6 +345,7 @@ def run(name, seed, output, settings, device, threads, quick):
 
     import condinst  # noqa: F401  (registers CondInst, IAICondInst)
     import iou_link_baseline  # noqa: F401  (registers IoULinkRCNN)
+    import mask2former  # noqa: F401  (registers Mask2Former, QueryMatchMask2Former, IAIMask2Former)
     import track_baseline  # noqa: F401  (registers TrackRCNN, TrackCondInst)
 
     torch.set_num_threads(threads)
@@ -394,7 +409,7 @@ def run_all(args, output):
                     for option, (base, _) in INFERENCE_OPTIONS.items():
                         if base == name and option in args.variants:
                             pending[pool.submit(run, option, seed, **common)] = (seed, option)
-                    row = result["diagnosis"]["rows"]["iou_link" if name == "floor" else "model"]
+                    row = result["diagnosis"]["rows"][own_labelling(name)]
                     print(f"seed {seed} {name}: AP {row['AP']:.1f}, AssA {row['AssA']:.1f}, "
                           f"ID switches {row['id_switches']}", flush=True)
     return runs, failures

@@ -18,8 +18,12 @@ from iai_d2.utils import atomic_write
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = "iai"  # the row every other row is compared with
-LINKED_IAI = "iai_iou_link"  # IAI's detections with IoU-linked identities (no config of its own)
-LINKED_IAI_LABEL = "IAI detections + IoU linking (association w/o ID head)"
+# variant -> (row key, label) of a second row of its runs, no config of its own: the variant's
+# detections with IoU-linked identities (its diagnosis's iou_link labelling).
+LINKED_ROWS = OrderedDict([
+    ("iai", ("iai_iou_link", "IAI detections + IoU linking (association w/o ID head)")),
+    ("m2f_query_match", ("m2f_iou_link", "Mask2Former + IoU linking (the query-matching run's detections)")),
+])
 # metric key -> table header; "own" metrics score the row's own identities
 METRICS = OrderedDict([
     ("AP", "AP"), ("HOTA", "HOTA"), ("AssA", "AssA"), ("IDF1", "IDF1"), ("id_switches", "ID switches"),
@@ -33,6 +37,12 @@ OTHER_LABELLINGS = ("iou_link", "oracle")
 def _kept_percent(counts):
     n = sum(counts["all"][side][o] for side in counts["all"] for o in OUTCOMES)
     return 100.0 * sum(counts["all"][side]["kept"] for side in counts["all"]) / n if n else float("nan")
+
+
+def own_labelling(name):
+    """The diagnosis labelling that holds variant ``name``'s own identities: the floor's model IDs
+    are IoU-linked ones (its diagnosis scores them as iou_link); every other variant's are model."""
+    return "iou_link" if name == "floor" else "model"
 
 
 def row_values(diagnosis, labelling):
@@ -49,15 +59,16 @@ def row_values(diagnosis, labelling):
 
 def per_seed(variants, chosen, runs):
     """{row key: {"label", "values": {seed: METRICS}, "reid": summed counts}} for the chosen
-    variants that have results, plus IAI's detections with IoU-linked identities after IAI."""
+    variants that have results, plus the LINKED_ROWS (detections with IoU-linked identities) after
+    their variants."""
     table = OrderedDict()
     for name in chosen:
         seeds = sorted(seed for seed, n in runs if n == name)
         if not seeds:
             continue
-        rows = [(name, variants[name][2], "iou_link" if name == "floor" else "model")]
-        if name == REFERENCE:
-            rows.append((LINKED_IAI, LINKED_IAI_LABEL, "iou_link"))
+        rows = [(name, variants[name][2], own_labelling(name))]
+        if name in LINKED_ROWS:
+            rows.append((*LINKED_ROWS[name], "iou_link"))
         for key, label, labelling in rows:
             diags = {seed: runs[(seed, name)]["diagnosis"] for seed in seeds}
             table[key] = dict(
@@ -221,9 +232,10 @@ def markdown(report):
         f"the runs this invocation trained): {timing or 'n/a (no run of this invocation was long enough to time)'}.",
         "",
         "Columns: AP, HOTA, AssA, IDF1, ID switches and re-ID kept % score each row's own identities (the "
-        "floor's are IoU-linked); IoU-linked AP and oracle AP score the same detections with greedy mask-IoU "
-        "linking and with GT identities (tools/analyze_tracking.py). HOTA / AssA / IDF1: TrackEval, "
-        "class-agnostic, detections with class probability >= 0.5. See docs/OCCLUSION_BENCHMARK.md.",
+        "floor's and the '+ IoU linking' rows' are IoU-linked); IoU-linked AP and oracle AP score the same "
+        "detections with greedy mask-IoU linking and with GT identities (tools/analyze_tracking.py). HOTA / "
+        "AssA / IDF1: TrackEval, class-agnostic, detections with class probability >= 0.5. See "
+        "docs/OCCLUSION_BENCHMARK.md.",
     ]
     return "\n".join(lines) + "\n"
 

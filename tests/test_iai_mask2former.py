@@ -91,6 +91,24 @@ def test_iai_resnet_fuses_the_association_level_and_keeps_the_image_model_shapes
     assert torch.equal(loaded["transformer_decoder.query_feat.weight"], image_state["transformer_decoder.query_feat.weight"])
 
 
+def test_bare_mask2former_of_the_inference_benchmark_takes_every_weight_from_iai(one_torch_thread):
+    """benchmarks/inference.py times IAI + Mask2Former against Mask2Former with the same weights:
+    every parameter of the bare model comes from IAI's (ResNet keys out of ``bottom_up``), and its
+    backbone computes IAIResNet's un-fused ResNet features."""
+    sys.path.insert(0, os.path.join(PROJECT, "..", "..", "benchmarks"))
+    from common import as_mask2former, plain_resnet_state_dict
+
+    iai = build().eval()
+    bare = build_model(as_mask2former(tiny_cfg())).eval()
+    missing, unexpected = bare.load_state_dict(plain_resnet_state_dict(iai.state_dict()), strict=False)
+    assert not missing
+    assert unexpected and all(k.startswith(("backbone.association.", "dense_id_head.")) for k in unexpected)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        plain, nested = bare.backbone(x), iai.backbone.bottom_up(x)
+    assert set(plain) == set(nested) and all(torch.equal(plain[k], nested[k]) for k in plain)
+
+
 def test_config_errors_are_one_line():
     with pytest.raises(ValueError, match="ID_DECODER must be one of"):
         build_model(tiny_cfg("roi"))
