@@ -172,42 +172,47 @@ def test_paired_difference_t_interval():
     assert single["mean"] == 1.0 and single["lo"] != single["lo"]  # one seed: no interval (nan)
 
 
+def run_one_seed(out, variants):
+    """The --quick benchmark with one seed and one worker on ``variants``."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run(
+        [sys.executable, BENCHMARK, "--quick", "--seeds", "1", "--variants", variants, "--threads", "1",
+         "--output", str(out / "work"), "--results", str(out / "results")],
+        env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
+    )
+
+
+def check_detector_runs(out, report, stage, archs):
+    """Values in range; only the detector's own image stage was trained; each variant (name ->
+    meta-architecture) built its model and loaded that stage's weights."""
+    for row in report["table"].values():
+        for values in row["values"].values():
+            assert all(0.0 <= values[m] <= 100.0 for m in ("AP", "AssA", "link_AP", "oracle_AP"))
+    work = out / "work" / "seed0"
+    assert (work / stage / "model_final.pth").is_file() and not (work / "image").exists()
+    for name, arch in archs.items():
+        log = (work / name / "log.txt").read_text()
+        assert f"Model:\n{arch}(" in log  # the model Detectron2's trainer prints
+        assert f"Loading from {work / stage / 'model_final.pth'}" in log
+
+
 def test_occlusion_benchmark_quick_runs_the_condinst_rows(tmp_path):
     """IAI + CondInst and CondInst Track start from the CondInst image stage (image_condinst/);
     the Mask R-CNN stage (image/) is not trained when no Mask R-CNN variant is asked for."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, BENCHMARK, "--quick", "--seeds", "1", "--variants", "iai_condinst,condinst_track",
-         "--threads", "1",
-         "--output", str(tmp_path / "work"), "--results", str(tmp_path / "results")],
-        env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_one_seed(tmp_path, "iai_condinst,condinst_track")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "occlusion.json").read_text())
     assert [row["label"] for row in report["table"].values()] == ["IAI + CondInst (res3, dense ID)",
                                                                   "CondInst Track (MaskTrack-style)"]
-    for row in report["table"].values():
-        for values in row["values"].values():
-            assert all(0.0 <= values[m] <= 100.0 for m in ("AP", "AssA", "link_AP", "oracle_AP"))
-    work = tmp_path / "work" / "seed0"
-    assert (work / "image_condinst" / "model_final.pth").is_file() and not (work / "image").exists()
-    for name, arch in (("iai_condinst", "IAICondInst"), ("condinst_track", "TrackCondInst")):
-        log = (work / name / "log.txt").read_text()
-        assert f"Model:\n{arch}(" in log  # the model Detectron2's trainer prints
-        assert f"Loading from {work / 'image_condinst' / 'model_final.pth'}" in log  # the CondInst image model
+    check_detector_runs(tmp_path, report, "image_condinst",
+                        {"iai_condinst": "IAICondInst", "condinst_track": "TrackCondInst"})
 
 
 def test_occlusion_benchmark_quick_runs_the_mask2former_rows(tmp_path):
     """IAI + Mask2Former and query matching start from the Mask2Former image stage
     (image_mask2former/); the query-matching run gives two rows: its own (query-matched) IDs and
     its detections IoU-linked (Mask2Former + IoU linking)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, BENCHMARK, "--quick", "--seeds", "1", "--variants", "iai_m2f,m2f_query_match",
-         "--threads", "1",
-         "--output", str(tmp_path / "work"), "--results", str(tmp_path / "results")],
-        env=env, cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600,
-    )
+    proc = run_one_seed(tmp_path, "iai_m2f,m2f_query_match")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     report = json.loads((tmp_path / "results" / "occlusion.json").read_text())
     assert list(report["table"]) == ["iai_m2f", "m2f_query_match", "m2f_iou_link"]
@@ -216,12 +221,5 @@ def test_occlusion_benchmark_quick_runs_the_mask2former_rows(tmp_path):
     link = report["table"]["m2f_iou_link"]["values"]["0"]
     own = report["table"]["m2f_query_match"]["values"]["0"]
     assert (link["AP"], own["AP"]) == (run["iou_link"]["AP"], run["model"]["AP"])  # the two labellings
-    for row in report["table"].values():
-        for values in row["values"].values():
-            assert all(0.0 <= values[m] <= 100.0 for m in ("AP", "AssA", "link_AP", "oracle_AP"))
-    work = tmp_path / "work" / "seed0"
-    assert (work / "image_mask2former" / "model_final.pth").is_file() and not (work / "image").exists()
-    for name, arch in (("iai_m2f", "IAIMask2Former"), ("m2f_query_match", "QueryMatchMask2Former")):
-        log = (work / name / "log.txt").read_text()
-        assert f"Model:\n{arch}(" in log  # the model Detectron2's trainer prints
-        assert f"Loading from {work / 'image_mask2former' / 'model_final.pth'}" in log  # the Mask2Former image model
+    check_detector_runs(tmp_path, report, "image_mask2former",
+                        {"iai_m2f": "IAIMask2Former", "m2f_query_match": "QueryMatchMask2Former"})
