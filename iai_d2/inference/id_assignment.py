@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
-__all__ = ["remove_overlaps", "IDAssignment", "IDAssigner"]
+__all__ = ["remove_overlaps", "pairwise_mask_iou", "IDAssignment", "IDAssigner"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,19 @@ def remove_overlaps(masks: torch.Tensor, min_keep: float) -> Tuple[torch.Tensor,
     if not kept_masks:
         return keep, masks.new_zeros((0,) + tuple(masks.shape[1:]))
     return keep, torch.stack(kept_masks)
+
+
+def pairwise_mask_iou(masks_a: torch.Tensor, masks_b: torch.Tensor) -> torch.Tensor:
+    """
+    Args:
+        masks_a, masks_b: bool (K, H, W) and (M, H, W) on one device.
+    Returns:
+        (K, M) float mask IoU (0 where both masks are empty).
+    """
+    a, b = masks_a.flatten(1).float(), masks_b.flatten(1).float()
+    inter = a @ b.t()
+    union = a.sum(1, keepdim=True) + b.sum(1)[None] - inter
+    return inter / union.clamp(min=1)
 
 
 @dataclass
@@ -239,11 +252,8 @@ class IDAssigner:
         bonus = np.zeros((len(masks), self.num_ids - 1), dtype=np.float32)
         live = [s for s in self._slot_track if s in self._slot_mask]
         if live and len(masks):
-            dets = masks.detach().cpu().flatten(1).float()
-            last = torch.stack([self._slot_mask[s] for s in live]).flatten(1).float()
-            inter = dets @ last.t()
-            union = dets.sum(1, keepdim=True) + last.sum(1)[None] - inter
-            bonus[:, live] = (self.mask_iou_weight * inter / union.clamp(min=1)).numpy()
+            last = torch.stack([self._slot_mask[s] for s in live])
+            bonus[:, live] = (self.mask_iou_weight * pairwise_mask_iou(masks.detach().cpu(), last)).numpy()
         return bonus
 
     def _hungarian(self, probs: np.ndarray, bonus: Optional[np.ndarray] = None) -> List[int]:

@@ -48,6 +48,11 @@ class _StoredFrame:
     labels: torch.Tensor
     value: torch.Tensor
 
+    def painted(self, num_slots: int) -> torch.Tensor:
+        """(B, num_slots) bool: which of the slots 0 .. num_slots-1 are painted in the frame."""
+        hit = torch.zeros(self.labels.shape[0], num_slots + 1, dtype=torch.bool, device=self.labels.device)
+        return hit.scatter_(1, self.labels.flatten(1).long().clamp(max=num_slots), True)[:, :num_slots]
+
 
 class AssociationMemory:
     """
@@ -134,11 +139,10 @@ class AssociationMemory:
         entries = (self._global if self.hab.global_out is not None else []) + (
             [self._local] if self.hab.local_attn is not None else []
         )
-        labels0 = self._global[0].labels
-        held = torch.zeros(labels0.shape[0], num_slots + 1, dtype=torch.bool, device=labels0.device)
+        held = self._global[0].painted(num_slots).zero_()  # (B, num_slots); none read without memories
         for entry in entries:
-            held.scatter_(1, entry.labels.flatten(1).long().clamp(max=num_slots), True)
-        return held[:, :num_slots]
+            held |= entry.painted(num_slots)
+        return held
 
     def forget_slots(self, slots: Iterable[int]) -> None:
         """
@@ -238,12 +242,8 @@ class AssociationMemory:
         """Index (>= 1) in the global memory of the frame to evict."""
         if self.eviction == "oldest":
             return 1
-        background = self.id_bank.num_ids
-        # painted[i]: (B, N+1) slots painted in stored frame i (per stream).
-        painted = []
-        for entry in self._global:
-            hit = torch.zeros(entry.labels.shape[0], background + 1, dtype=torch.bool, device=entry.labels.device)
-            painted.append(hit.scatter_(1, entry.labels.flatten(1).long(), True)[:, :background])
+        # painted[i]: (B, N) identities (slots and "new") painted in stored frame i, per stream.
+        painted = [entry.painted(self.id_bank.num_ids) for entry in self._global]
         for i in range(1, len(self._global) - 1):
             newer = torch.stack(painted[i + 1:]).any(0)
             if bool((newer | ~painted[i]).all()):

@@ -9,6 +9,7 @@ from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import ImageList, Instances
 from torch import nn
 
+from iai_d2.inference.id_assignment import pairwise_mask_iou
 from iai_d2.modeling import IAIVideoModel, video_config
 
 from .meta_arch import Mask2Former
@@ -132,9 +133,7 @@ class IAIMask2Former(IAIVideoModel, Mask2Former):
         outputs = self.predict(frame["features"])
         height, width = masks.shape[-2:]
         query_masks = self._mask_probs(outputs, 0, frame["images"].image_sizes[0], height, width) > self.mask_threshold
-        inter = masks.flatten(1).float() @ query_masks.flatten(1).float().t()  # (K, Q)
-        union = masks.flatten(1).sum(1)[:, None] + query_masks.flatten(1).sum(1)[None, :] - inter
-        iou, best = (inter / union.clamp(min=1)).max(1)
+        iou, best = pairwise_mask_iou(masks, query_masks).max(1)  # over the Q queries
         probs = self.id_head(outputs["pred_embeds"][0]).softmax(-1)[best]
         background = F.one_hot(torch.full_like(best, self.num_ids), self.num_ids + 1).to(probs.dtype)
         return torch.where((iou > 0)[:, None], probs, background)
