@@ -257,3 +257,30 @@ def test_train_net_trains_on_clips_and_writes_a_valid_submission(synthetic_vis_r
         results = json.loads(zf.read("results.json"))
     with open(synthetic_vis_root / "synthetic_vis" / "valid.json") as f:
         validate_results(results, json.load(f))  # raises on any malformed entry
+
+
+@pytest.mark.parametrize("dataset", ["youtubevis_2019", "youtubevis_2021", "ovis"])
+def test_r50_configs_start_from_the_query_matching_image_model(dataset, one_torch_thread):
+    """The recipe of Base-IAI-Mask2Former.yaml: the dataset's query_matching_R50.yaml checkpoint (a
+    plain Mask2Former R50) loads into IAI + Mask2Former R50 with only the IAI modules new, and one
+    training step on a small clip gives finite losses (res5, 2048 channels, feeds the association)."""
+    def r50_cfg(name):
+        cfg = get_cfg()
+        add_mask2former_config(cfg)
+        cfg.merge_from_file(os.path.join(CONFIGS, dataset, name))
+        cfg.MODEL.WEIGHTS, cfg.MODEL.DEVICE = "", "cpu"
+        return cfg
+
+    iai_cfg, image_cfg = r50_cfg("iai_R50.yaml"), r50_cfg("query_matching_R50.yaml")
+    assert iai_cfg.MODEL.MASK2FORMER.NUM_CLASSES == image_cfg.MODEL.MASK2FORMER.NUM_CLASSES
+    assert iai_cfg.MODEL.RESNETS.DEPTH == 50 and iai_cfg.MODEL.IAI.ASSOCIATION.IN_FEATURE == "res5"
+    torch.manual_seed(0)
+    model = build_model(iai_cfg)
+    image_state = build_model(image_cfg).state_dict()
+    missing, unexpected = model.load_state_dict(image_state, strict=False)  # ResNet keys move under bottom_up
+    assert not unexpected
+    assert missing and all(k.startswith(("backbone.association.", "dense_id_head.")) for k in missing), missing
+    model.train()
+    with EventStorage(0):
+        losses = model([make_clip(1, [[0, 1], [1]], 64, 96)])
+    assert "loss_id_dense" in losses and all(torch.isfinite(v) for v in losses.values()), losses
