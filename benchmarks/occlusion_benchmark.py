@@ -85,6 +85,8 @@ VARIANTS = OrderedDict([
                         "CondInst Track (MaskTrack-style)", "condinst")),
     ("iai_return_clips", ("iai", "configs/synthetic/levers/return_clips.yaml",
                           "IAI, half the training clips around a return (SAMPLING_RETURN_PROB 0.5)", "maskrcnn")),
+    ("iai_return_clips_pos", ("iai", "configs/synthetic/levers/return_clips_position.yaml",
+                              "IAI, return clips + HAB position embedding", "maskrcnn")),
     ("iai_m2f", ("iai", "projects/Mask2Former/configs/iai_mask2former_tiny.yaml",
                  "IAI + Mask2Former (res3, dense ID)", "mask2former")),
     ("m2f_query_match", ("frames", "projects/Mask2Former/configs/query_matching_tiny.yaml",

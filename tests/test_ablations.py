@@ -160,6 +160,17 @@ def test_an_inference_option_needs_its_base_variant():
         parse_args(["--variants", "track,iai_keep_ids"])
 
 
+def test_every_benchmark_variant_names_a_config_that_loads():
+    """A mistyped config of a variant would only fail after its image stage had trained."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from occlusion_benchmark import VARIANTS
+
+    for name, (kind, config_file, _, detector) in VARIANTS.items():
+        assert os.path.isfile(os.path.join(REPO, config_file)), name
+        if detector == "maskrcnn" and kind == "iai":
+            assert load(os.path.join(REPO, config_file)).MODEL.META_ARCHITECTURE == "IAIRCNN", name
+
+
 def test_paired_difference_t_interval():
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     from occlusion_report import paired_difference
