@@ -1,7 +1,9 @@
 """Mask2Former instance segmentation on Detectron2 (pure PyTorch), the query-matching (MinVIS)
 video baseline and IAI + Mask2Former: importing this package registers the ``Mask2Former``,
 ``QueryMatchMask2Former`` and ``IAIMask2Former`` meta-architectures, the
-``MSDeformAttnPixelDecoder`` and (through iai_d2) the IAI backbones."""
+``MSDeformAttnPixelDecoder`` and (through iai_d2) the IAI backbones; ``convert_reference_state_dict``
+renames the reference implementation's checkpoints to this port."""
+from .checkpoint_conversion import convert_reference_state_dict, load_reference_checkpoint
 from .config import add_mask2former_config
 from .criterion import SetCriterion
 from .iai_meta_arch import IAIMask2Former, query_id_targets
@@ -18,8 +20,10 @@ __all__ = [
     "attention_mask_from_logits",
     "AttentionLayer",
     "build_pixel_decoder",
+    "convert_reference_state_dict",
     "HungarianMatcher",
     "IAIMask2Former",
+    "load_reference_checkpoint",
     "Mask2Former",
     "MaskedTransformerDecoder",
     "MSDeformAttn",

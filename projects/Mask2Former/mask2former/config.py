@@ -40,6 +40,11 @@ def add_mask2former_config(cfg):
     m.DIM_FEEDFORWARD = 1024  # encoder FFN
     m.NHEADS = 8  # encoder and decoder
     m.DROPOUT = 0.0
+    # Sine positions of the pixel decoder's and transformer decoder's feature maps: row i at
+    # (i + 0.5) / H (Deformable DETR's encoding, what the tiny configs were trained with), or with
+    # False at (i + 1) / H, the reference Mask2Former's: Base-Mask2Former.yaml sets False, so that
+    # checkpoints converted from the reference (convert_reference_checkpoint.py) see its positions.
+    m.POSITION_AT_CELL_CENTRES = True
 
     # ---------------------------------------------------------------- transformer decoder
     m.HIDDEN_DIM = 256

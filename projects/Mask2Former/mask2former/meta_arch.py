@@ -53,6 +53,7 @@ class Mask2Former(nn.Module):
             in_channels=m.CONV_DIM, num_classes=m.NUM_CLASSES, hidden_dim=m.HIDDEN_DIM,
             num_queries=m.NUM_OBJECT_QUERIES, num_heads=m.NHEADS, dim_feedforward=m.DEC_DIM_FEEDFORWARD,
             dec_layers=m.DEC_LAYERS, mask_dim=m.MASK_DIM, num_feature_levels=pixel_decoder.num_feature_levels,
+            position_cell_centres=m.POSITION_AT_CELL_CENTRES,
         )
         matcher = HungarianMatcher(m.CLASS_WEIGHT, m.MASK_WEIGHT, m.DICE_WEIGHT, m.TRAIN_NUM_POINTS)
         criterion = SetCriterion(

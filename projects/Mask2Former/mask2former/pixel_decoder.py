@@ -80,6 +80,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             raise ValueError("MODEL.MASK2FORMER.TRANSFORMER_IN_FEATURES must be a subset of IN_FEATURES")
         dim, norm = m2f.CONV_DIM, m2f.NORM
         self.num_levels = len(self.transformer_in_features)
+        self.position_cell_centres = m2f.POSITION_AT_CELL_CENTRES
         self.input_proj = nn.ModuleList(
             nn.Sequential(nn.Conv2d(input_shape[f].channels, dim, 1), nn.GroupNorm(32, dim))
             for f in self.transformer_in_features
@@ -122,7 +123,8 @@ class MSDeformAttnPixelDecoder(nn.Module):
         for lvl, f in enumerate(self.transformer_in_features):
             x = self.input_proj[lvl](features[f])
             shapes.append(tuple(x.shape[-2:]))
-            embedding = sine_position_embedding(x, x.shape[1] // 2).flatten(2) + self.level_embed[lvl][:, None]
+            embedding = sine_position_embedding(x, x.shape[1] // 2, self.position_cell_centres).flatten(2)
+            embedding = embedding + self.level_embed[lvl][:, None]
             pos.append(embedding.transpose(1, 2))
             srcs.append(x.flatten(2).transpose(1, 2))
         src, pos = torch.cat(srcs, 1), torch.cat(pos, 1)

@@ -89,7 +89,8 @@ class MaskedTransformerDecoder(nn.Module):
     [masked cross-attention to level l % L, self-attention, FFN]; before the first layer and after
     each, a shared head predicts class logits (K+1, last = no object), mask logits (the dot
     product of an MLP of the normed query with the mask features) and the normed query, whose
-    mask sets the next layer's attention mask.
+    mask sets the next layer's attention mask. ``position_cell_centres``: the feature maps' sine
+    positions (see :func:`sine_position_embedding`).
     """
 
     def __init__(
@@ -104,8 +105,10 @@ class MaskedTransformerDecoder(nn.Module):
         dec_layers: int,
         mask_dim: int,
         num_feature_levels: int = 3,
+        position_cell_centres: bool = True,
     ):
         super().__init__()
+        self.position_cell_centres = position_cell_centres
         self.num_heads, self.num_layers, self.num_feature_levels = num_heads, dec_layers, num_feature_levels
         self.cross_attention = nn.ModuleList(AttentionLayer(hidden_dim, num_heads) for _ in range(dec_layers))
         self.self_attention = nn.ModuleList(AttentionLayer(hidden_dim, num_heads) for _ in range(dec_layers))
@@ -136,7 +139,8 @@ class MaskedTransformerDecoder(nn.Module):
         srcs, pos, sizes = [], [], []
         for lvl, x in enumerate(features):
             sizes.append(tuple(x.shape[-2:]))
-            pos.append(sine_position_embedding(x, self.query_feat.weight.shape[1] // 2).flatten(2).transpose(1, 2))
+            embedding = sine_position_embedding(x, self.query_feat.weight.shape[1] // 2, self.position_cell_centres)
+            pos.append(embedding.flatten(2).transpose(1, 2))
             srcs.append((self.input_proj[lvl](x).flatten(2) + self.level_embed.weight[lvl][:, None]).transpose(1, 2))
         batch = mask_features.shape[0]
         query_pos = self.query_embed.weight[None].expand(batch, -1, -1)
