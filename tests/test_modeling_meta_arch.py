@@ -175,8 +175,8 @@ def test_teacher_forced_targets_follow_the_memory_and_accuracy_counts_seen_insta
     answer = {}
     real_tf = model.teacher_forced_frame
 
-    def teacher_forced_frame(state, image, masks, slots):
-        probs, target = real_tf(state, image, masks, slots)
+    def teacher_forced_frame(state, image, masks, slots, bottom_up=None):
+        probs, target = real_tf(state, image, masks, slots, bottom_up=bottom_up)
         answer["target"] = target
         return torch.nn.functional.one_hot(target, N + 1).float(), target
 
@@ -187,3 +187,36 @@ def test_teacher_forced_targets_follow_the_memory_and_accuracy_counts_seen_insta
     result = id_head_accuracy(model, [video], {1: gt}, 0.5)
     assert result["teacher_forced"]["seen"] == 3 and result["teacher_forced"]["accuracy"] == 1.0
     assert result["teacher_forced"]["prior"] == 2 / 3
+
+
+def test_teacher_forced_memory_reuses_the_inference_bottom_up_features(model, monkeypatch):
+    """The diagnosis runs the teacher-forced memory in step with inference, on the bottom-up
+    features inference computed for the same frame (they do not depend on the memory): the
+    answers match a teacher-forced pass of its own, and the bottom-up runs once per frame."""
+    from iai_d2.evaluation.id_accuracy import InferenceMemoryProbe
+    from iai_d2.inference.relabel import as_rles
+
+    model.eval()
+    clip = make_clip(2, [[0], [0, 1], [1], [0, 1]])
+    own, shared, infer = model.new_video_state(), model.new_video_state(), model.new_video_state()
+    for image, inst in zip(clip["image"], clip["instances"]):
+        masks, slots = inst.gt_masks.tensor, inst.gt_ids
+        probs, targets = model.teacher_forced_frame(own, image, masks, slots)
+        model.inference_frame(infer, image, 96, 128)
+        bottom_up = infer.last_frame["bottom_up"]
+        probs_shared, targets_shared = model.teacher_forced_frame(shared, image, masks, slots, bottom_up=bottom_up)
+        assert torch.equal(targets_shared, targets)
+        assert torch.allclose(probs_shared, probs, atol=1e-5)
+
+    calls = []
+    real_bottom_up = model.backbone.bottom_up.forward
+    monkeypatch.setattr(model.backbone.bottom_up, "forward", lambda x: calls.append(1) or real_bottom_up(x))
+    gt = [{k: as_rles(m[None].numpy())[0] for k, m in zip(inst.gt_ids.tolist(), inst.gt_masks.tensor)}
+          for inst in clip["instances"]]
+    probe = InferenceMemoryProbe(model, gt, 0.5, teacher_forced=True)
+    state = model.new_video_state()
+    for t, image in enumerate(clip["image"]):
+        probe.frame(state, t, image, 96, 128)
+    assert len(calls) == 4
+    # seen instances only: frame 1 holds track 0, frame 2 track 1, frame 3 both
+    assert [y for y, _ in probe.teacher_forced.answers] == [0, 1, 0, 1]

@@ -40,7 +40,7 @@ from ..inference.tracks import VideoTrackAggregator
 from ..utils import atomic_write
 from .association import ASSOCIATION_COLUMNS, SCORE_THRESH, association_metrics, sequence_data
 from .evaluator import YTVISEvaluator
-from .id_accuracy import MODES, InferenceMemoryProbe, id_head_accuracy
+from .id_accuracy import MODES, InferenceMemoryProbe, id_head_summary
 from .reidentification import GAP_BUCKETS, OUTCOMES, reid_counts, returns, sum_counts
 from .tracking_report import ReportVideo, ap_lost_order, write_report
 from .ytvis_eval import load_ground_truth, load_results, per_video_ap
@@ -200,15 +200,19 @@ def diagnose(
     gt_frames = {vid: _gt_frames(r) for vid, r in records.items()}
     gt_categories = {vid: _gt_categories(r) for vid, r in records.items()}
     videos = []
-    # The ID head's "inference memory" answers (IAI models) are collected on this same pass.
+    # The ID head's answers (IAI models) are collected on this same pass: with the inference
+    # memory, and with the teacher-forced memory run in step on the same bottom-up features.
     probe_id_head = hasattr(model, "teacher_forced_frame")
-    inference_answers = []
+    id_answers = {mode: [] for mode in MODES}
     with inference_context(model), torch.no_grad():
         for batch in build_video_test_loader(cfg, dataset_name):
             for video in batch:
-                probe = InferenceMemoryProbe(model, gt_frames[video["video_id"]], gt_iou_thresh) if probe_id_head else None
+                probe = (InferenceMemoryProbe(model, gt_frames[video["video_id"]], gt_iou_thresh, teacher_forced=True)
+                         if probe_id_head else None)
                 videos.append(run_video(model, video, probe))
-                inference_answers += probe.answers if probe_id_head else []
+                if probe_id_head:
+                    id_answers["teacher_forced"] += probe.teacher_forced.answers
+                    id_answers["inference"] += probe.answers
     logger.info(f"Tracking diagnosis: ran the model on {len(videos)} videos of {dataset_name}")
 
     labellings = {
@@ -271,9 +275,7 @@ def diagnose(
         ],
     }
     if probe_id_head:
-        with inference_context(model), torch.no_grad():
-            test_videos = (video for batch in build_video_test_loader(cfg, dataset_name) for video in batch)
-            result["id_head"] = id_head_accuracy(model, test_videos, gt_frames, gt_iou_thresh, inference_answers)
+        result["id_head"] = id_head_summary(id_answers, model.num_ids)
     if output_dir:
         text = json.dumps(result, indent=2)
         table = diagnosis_table(result) + "\n"
@@ -325,7 +327,7 @@ def reid_table(reid: Dict) -> str:
 
 
 def id_head_table(id_head: Dict) -> str:
-    """Markdown table of :func:`~iai_d2.evaluation.id_accuracy.id_head_accuracy` and a legend."""
+    """Markdown table of :func:`~iai_d2.evaluation.id_accuracy.id_head_summary` and a legend."""
     rows = [
         [MODES[mode], r["seen"]] + [f"{100 * r[c]:.1f}" for c in ("accuracy", "prior", "answered_new", "answered_other")]
         for mode, r in id_head.items()

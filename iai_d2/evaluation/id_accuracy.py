@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..inference.relabel import as_rles
 
-__all__ = ["MODES", "InferenceMemoryProbe", "id_head_accuracy", "teacher_forced_answers", "video_id_answers"]
+__all__ = ["MODES", "InferenceMemoryProbe", "TeacherForcedRun", "id_head_accuracy", "id_head_summary", "video_id_answers"]
 
 # mode key -> table row name
 MODES = OrderedDict([("teacher_forced", "teacher-forced memory (GT)"), ("inference", "inference memory")])
@@ -38,28 +38,33 @@ def _input_masks(rles: List[dict], size) -> torch.Tensor:
     return F.interpolate(masks[:, None], size=tuple(size), mode="nearest")[:, 0] > 0.5
 
 
-def teacher_forced_answers(model, video: Dict, gt_frames: List[Dict[int, dict]]) -> List[Tuple[int, int]]:
+class TeacherForcedRun:
     """
-    Run one video with a teacher-forced memory (GT masks under slots in order of first
-    appearance, as training and inference allocate them) and return the (target slot, answered
-    column) pairs of its seen GT instances.
+    One video with a teacher-forced memory (GT masks under slots in order of first appearance, as
+    training and inference allocate them), one frame at a time: :meth:`frame` collects the
+    (target slot, answered column) pairs of the seen GT instances in ``answers``.
     """
-    num_ids = model.num_ids
-    answers = []
-    state = model.new_video_state()
-    slot_of = {}
-    for t in range(video["length"]):
-        image = video["frames"][t]
-        for track in gt_frames[t]:
-            if track not in slot_of and len(slot_of) < num_ids - 1:
-                slot_of[track] = len(slot_of)
-        tracks = [k for k in gt_frames[t] if k in slot_of]
-        masks = _input_masks([gt_frames[t][k] for k in tracks], image.shape[-2:])
-        slots = torch.as_tensor([slot_of[k] for k in tracks], dtype=torch.long)
-        probs, targets = model.teacher_forced_frame(state, image, masks, slots)
+
+    def __init__(self, model, gt_frames: List[Dict[int, dict]]):
+        """gt_frames: per frame {GT track id: RLE at the original size}."""
+        self.model, self.gt_frames = model, gt_frames
+        self.answers: List[Tuple[int, int]] = []
+        self._state = model.new_video_state()
+        self._slot_of = {}  # GT track -> memory slot
+
+    def frame(self, t: int, image: torch.Tensor, bottom_up: Optional[Dict[str, torch.Tensor]] = None) -> None:
+        """Frame t (``image`` (3, h, w) at the network input size); ``bottom_up``: its bottom-up
+        features if computed already (see ``teacher_forced_frame``)."""
+        num_ids, gt = self.model.num_ids, self.gt_frames[t]
+        for track in gt:
+            if track not in self._slot_of and len(self._slot_of) < num_ids - 1:
+                self._slot_of[track] = len(self._slot_of)
+        tracks = [k for k in gt if k in self._slot_of]
+        masks = _input_masks([gt[k] for k in tracks], image.shape[-2:])
+        slots = torch.as_tensor([self._slot_of[k] for k in tracks], dtype=torch.long)
+        probs, targets = self.model.teacher_forced_frame(self._state, image, masks, slots, bottom_up=bottom_up)
         picks = probs[:, :num_ids].argmax(1).tolist()
-        answers += [(y, a) for y, a in zip(targets.tolist(), picks) if y < num_ids - 1]
-    return answers
+        self.answers += [(y, a) for y, a in zip(targets.tolist(), picks) if y < num_ids - 1]
 
 
 class InferenceMemoryProbe:
@@ -67,13 +72,17 @@ class InferenceMemoryProbe:
     The "inference memory" answers of one video, collected while the video runs online (the
     tracking diagnosis' own pass, so the model does not run the video again): wrap each
     ``inference_frame`` call in :meth:`frame`; GT instances are probed with ``identify`` against
-    the memory the model's own detections and IDs wrote.
+    the memory the model's own detections and IDs wrote. With ``teacher_forced``, the
+    teacher-forced memory (:class:`TeacherForcedRun`) runs in step on the same frames and reuses
+    their bottom-up features (they do not depend on the memory), so the backbone's bottom-up runs
+    once per frame for both modes.
     """
 
-    def __init__(self, model, gt_frames: List[Dict[int, dict]], gt_iou_thresh: float):
+    def __init__(self, model, gt_frames: List[Dict[int, dict]], gt_iou_thresh: float, teacher_forced: bool = False):
         """gt_frames: per frame {GT track id: RLE at the original size}."""
         self.model, self.gt_frames, self.gt_iou_thresh = model, gt_frames, gt_iou_thresh
         self.answers: List[Tuple[int, int]] = []
+        self.teacher_forced = TeacherForcedRun(model, gt_frames) if teacher_forced else None
         self._track_of = {}  # GT track -> model track id it was last matched to
 
     def frame(self, state, t: int, image: torch.Tensor, height: int, width: int):
@@ -97,13 +106,15 @@ class InferenceMemoryProbe:
                 d = int(np.argmax(ious[:, g]))
                 if ious[d, g] >= self.gt_iou_thresh:
                     self._track_of[k] = int(out.ID[d])
+        if self.teacher_forced is not None:
+            self.teacher_forced.frame(t, image, bottom_up=state.last_frame["bottom_up"])
         return out
 
 
 def video_id_answers(model, video: Dict, gt_frames: List[Dict[int, dict]], gt_iou_thresh: float) -> Dict:
     """
-    Run one video twice (teacher-forced and inference memory) and collect, per mode, the
-    (target slot, answered column) pairs of its seen GT instances.
+    Run one video with the inference memory and, in step, the teacher-forced memory, and collect,
+    per mode, the (target slot, answered column) pairs of its seen GT instances.
 
     Args:
         video: a test record (``frames``, ``length``, ``height``, ``width``).
@@ -111,40 +122,40 @@ def video_id_answers(model, video: Dict, gt_frames: List[Dict[int, dict]], gt_io
     Returns:
         {mode: list of (target, answer)}.
     """
-    probe = InferenceMemoryProbe(model, gt_frames, gt_iou_thresh)
+    probe = InferenceMemoryProbe(model, gt_frames, gt_iou_thresh, teacher_forced=True)
     state = model.new_video_state()
     for t in range(video["length"]):
         probe.frame(state, t, video["frames"][t], video["height"], video["width"])
-    return {"teacher_forced": teacher_forced_answers(model, video, gt_frames), "inference": probe.answers}
+    return {"teacher_forced": probe.teacher_forced.answers, "inference": probe.answers}
 
 
-def id_head_accuracy(
-    model,
-    videos,
-    gt_frames: Dict[int, List[Dict[int, dict]]],
-    gt_iou_thresh: float,
-    inference_answers: Optional[List[Tuple[int, int]]] = None,
-) -> Dict:
+def id_head_accuracy(model, videos, gt_frames: Dict[int, List[Dict[int, dict]]], gt_iou_thresh: float) -> Dict:
     """
+    Run every video (:func:`video_id_answers`) and summarise the ID head's answers per mode.
+
     Args:
         videos: iterable of test records; gt_frames: video id -> per-frame {track: RLE}.
-        inference_answers: the "inference" pairs of every video, when collected already
-            (:class:`InferenceMemoryProbe`): only the teacher-forced pass is run.
+    Returns:
+        :func:`id_head_summary` of the answers.
+    """
+    pairs = {mode: [] for mode in MODES}
+    for video in videos:
+        for mode, got in video_id_answers(model, video, gt_frames[video["video_id"]], gt_iou_thresh).items():
+            pairs[mode] += got
+    return id_head_summary(pairs, model.num_ids)
+
+
+def id_head_summary(pairs: Dict[str, List[Tuple[int, int]]], num_ids: int) -> Dict:
+    """
+    Args:
+        pairs: {mode: (target slot, answered column) pairs of the seen GT instances}, modes in
+            :data:`MODES` order.
+        num_ids: N, the model's ID columns (the last one, N-1, is "new").
     Returns:
         {mode: {seen, accuracy, prior, answered_new, answered_other}} (fractions of ``seen``;
         NaN when nothing was seen). ``prior``: the share of the most frequent target slot.
     """
-    pairs = {mode: [] for mode in MODES}
-    for video in videos:
-        if inference_answers is None:
-            answers = video_id_answers(model, video, gt_frames[video["video_id"]], gt_iou_thresh)
-        else:
-            answers = {"teacher_forced": teacher_forced_answers(model, video, gt_frames[video["video_id"]])}
-        for mode, got in answers.items():
-            pairs[mode] += got
-    if inference_answers is not None:
-        pairs["inference"] = list(inference_answers)
-    new_column = model.num_ids - 1
+    new_column = num_ids - 1
     result = OrderedDict()
     for mode, got in pairs.items():
         n = len(got)

@@ -339,15 +339,19 @@ class IAIVideoModel(OnlineVideoModel):
         state.frame_idx += 1
         return detections
 
-    def _associate_frame(self, state: VideoState, image: torch.Tensor) -> Dict:
+    def _associate_frame(
+        self, state: VideoState, image: torch.Tensor, bottom_up: Optional[Dict[str, torch.Tensor]] = None
+    ) -> Dict:
         """
         Backbone + association of the next frame of a video against ``state.memory`` (which then
-        waits for the frame's ID mask: ``backbone.remember``). Returns (and keeps in
-        ``state.last_frame``) a dict with ``images`` (ImageList of one frame), ``bottom_up``,
-        ``association`` (the HAB output (1, C, h, w)) and ``features`` (the FPN features).
+        waits for the frame's ID mask: ``backbone.remember``). ``bottom_up``: the frame's bottom-up
+        features if computed already (they do not depend on the memory), else computed here.
+        Returns (and keeps in ``state.last_frame``) a dict with ``images`` (ImageList of one frame),
+        ``bottom_up``, ``association`` (the HAB output (1, C, h, w)) and ``features`` (the FPN features).
         """
         images = self.preprocess_image([{"image": image}])
-        bottom_up = self.backbone.bottom_up(images.tensor)
+        if bottom_up is None:
+            bottom_up = self.backbone.bottom_up(images.tensor)
         associated = self.backbone.associate(bottom_up, state.memory)
         hab = associated.pop("association")
         state.last_frame = {
@@ -381,7 +385,14 @@ class IAIVideoModel(OnlineVideoModel):
         return self._detector_id_probs(frame, masks)
 
     @torch.no_grad()
-    def teacher_forced_frame(self, state: VideoState, image: torch.Tensor, masks: torch.Tensor, slots: torch.Tensor):
+    def teacher_forced_frame(
+        self,
+        state: VideoState,
+        image: torch.Tensor,
+        masks: torch.Tensor,
+        slots: torch.Tensor,
+        bottom_up: Optional[Dict[str, torch.Tensor]] = None,
+    ):
         """
         One frame with a teacher-forced memory: the ID decoder classifies the given (GT)
         instances, then the memory is written with them under the given slots, as in training
@@ -391,13 +402,16 @@ class IAIVideoModel(OnlineVideoModel):
             image: (3, h, w) frame in the model's input format, already resized.
             masks: (K, h, w) bool instance masks at that size.
             slots: (K,) long memory slots (0 .. N-2) of the instances.
+            bottom_up: the frame's bottom-up features if computed already, e.g. by
+                ``inference_frame`` on the same frame (``state.last_frame["bottom_up"]`` of its
+                state): they do not depend on the memory, so the backbone's bottom-up is skipped.
         Returns:
             id_probs (K, N+1) (see :meth:`identify`) and targets (K,): the slot where the memory
             held it before this frame, else N-1 ("new"), as the training targets.
         """
         masks, slots = masks.to(self.device), slots.to(self.device)
         first_frame = state.memory.is_empty
-        frame = self._associate_frame(state, image)
+        frame = self._associate_frame(state, image, bottom_up)
         held = None if first_frame else state.memory.held_slots(self.num_ids - 1)[0]
         id_probs = self.identify(state, masks)
         if held is None:
