@@ -156,7 +156,8 @@ def test_dense_decoder_without_its_loss_is_a_config_error():
 
 
 def test_teacher_forced_targets_follow_the_memory_and_accuracy_counts_seen_instances(model, monkeypatch):
-    from iai_d2.evaluation.id_accuracy import id_head_accuracy
+    from iai_d2.evaluation.diagnosis import run_video
+    from iai_d2.evaluation.id_accuracy import InferenceMemoryProbe, id_head_summary
     from iai_d2.inference.relabel import as_rles
 
     model.eval()
@@ -184,7 +185,9 @@ def test_teacher_forced_targets_follow_the_memory_and_accuracy_counts_seen_insta
     gt = [{k: as_rles(m[None].numpy())[0] for k, m in zip(inst.gt_ids.tolist(), inst.gt_masks.tensor)}
           for inst in clip["instances"]]
     video = {"video_id": 1, "length": 4, "height": 96, "width": 128, "frames": clip["image"]}
-    result = id_head_accuracy(model, [video], {1: gt}, 0.5)
+    probe = InferenceMemoryProbe(model, gt, 0.5)
+    run_video(model, video, probe)
+    result = id_head_summary({"teacher_forced": probe.teacher_forced.answers, "inference": probe.answers}, N)
     assert result["teacher_forced"]["seen"] == 3 and result["teacher_forced"]["accuracy"] == 1.0
     assert result["teacher_forced"]["prior"] == 2 / 3
 
@@ -213,7 +216,7 @@ def test_teacher_forced_memory_reuses_the_inference_bottom_up_features(model, mo
     monkeypatch.setattr(model.backbone.bottom_up, "forward", lambda x: calls.append(1) or real_bottom_up(x))
     gt = [{k: as_rles(m[None].numpy())[0] for k, m in zip(inst.gt_ids.tolist(), inst.gt_masks.tensor)}
           for inst in clip["instances"]]
-    probe = InferenceMemoryProbe(model, gt, 0.5, teacher_forced=True)
+    probe = InferenceMemoryProbe(model, gt, 0.5)
     state = model.new_video_state()
     for t, image in enumerate(clip["image"]):
         probe.frame(state, t, image, 96, 128)

@@ -207,8 +207,7 @@ def diagnose(
     with inference_context(model), torch.no_grad():
         for batch in build_video_test_loader(cfg, dataset_name):
             for video in batch:
-                probe = (InferenceMemoryProbe(model, gt_frames[video["video_id"]], gt_iou_thresh, teacher_forced=True)
-                         if probe_id_head else None)
+                probe = InferenceMemoryProbe(model, gt_frames[video["video_id"]], gt_iou_thresh) if probe_id_head else None
                 videos.append(run_video(model, video, probe))
                 if probe_id_head:
                     id_answers["teacher_forced"] += probe.teacher_forced.answers

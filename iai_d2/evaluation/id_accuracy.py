@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..inference.relabel import as_rles
 
-__all__ = ["MODES", "InferenceMemoryProbe", "TeacherForcedRun", "id_head_accuracy", "id_head_summary", "video_id_answers"]
+__all__ = ["MODES", "InferenceMemoryProbe", "TeacherForcedRun", "id_head_summary"]
 
 # mode key -> table row name
 MODES = OrderedDict([("teacher_forced", "teacher-forced memory (GT)"), ("inference", "inference memory")])
@@ -72,17 +72,17 @@ class InferenceMemoryProbe:
     The "inference memory" answers of one video, collected while the video runs online (the
     tracking diagnosis' own pass, so the model does not run the video again): wrap each
     ``inference_frame`` call in :meth:`frame`; GT instances are probed with ``identify`` against
-    the memory the model's own detections and IDs wrote. With ``teacher_forced``, the
-    teacher-forced memory (:class:`TeacherForcedRun`) runs in step on the same frames and reuses
+    the memory the model's own detections and IDs wrote. The teacher-forced memory
+    (:class:`TeacherForcedRun`, ``teacher_forced``) runs in step on the same frames and reuses
     their bottom-up features (they do not depend on the memory), so the backbone's bottom-up runs
     once per frame for both modes.
     """
 
-    def __init__(self, model, gt_frames: List[Dict[int, dict]], gt_iou_thresh: float, teacher_forced: bool = False):
+    def __init__(self, model, gt_frames: List[Dict[int, dict]], gt_iou_thresh: float):
         """gt_frames: per frame {GT track id: RLE at the original size}."""
         self.model, self.gt_frames, self.gt_iou_thresh = model, gt_frames, gt_iou_thresh
         self.answers: List[Tuple[int, int]] = []
-        self.teacher_forced = TeacherForcedRun(model, gt_frames) if teacher_forced else None
+        self.teacher_forced = TeacherForcedRun(model, gt_frames)
         self._track_of = {}  # GT track -> model track id it was last matched to
 
     def frame(self, state, t: int, image: torch.Tensor, height: int, width: int):
@@ -106,43 +106,8 @@ class InferenceMemoryProbe:
                 d = int(np.argmax(ious[:, g]))
                 if ious[d, g] >= self.gt_iou_thresh:
                     self._track_of[k] = int(out.ID[d])
-        if self.teacher_forced is not None:
-            self.teacher_forced.frame(t, image, bottom_up=state.last_frame["bottom_up"])
+        self.teacher_forced.frame(t, image, bottom_up=state.last_frame["bottom_up"])
         return out
-
-
-def video_id_answers(model, video: Dict, gt_frames: List[Dict[int, dict]], gt_iou_thresh: float) -> Dict:
-    """
-    Run one video with the inference memory and, in step, the teacher-forced memory, and collect,
-    per mode, the (target slot, answered column) pairs of its seen GT instances.
-
-    Args:
-        video: a test record (``frames``, ``length``, ``height``, ``width``).
-        gt_frames: per frame {GT track id: RLE at the original size}.
-    Returns:
-        {mode: list of (target, answer)}.
-    """
-    probe = InferenceMemoryProbe(model, gt_frames, gt_iou_thresh, teacher_forced=True)
-    state = model.new_video_state()
-    for t in range(video["length"]):
-        probe.frame(state, t, video["frames"][t], video["height"], video["width"])
-    return {"teacher_forced": probe.teacher_forced.answers, "inference": probe.answers}
-
-
-def id_head_accuracy(model, videos, gt_frames: Dict[int, List[Dict[int, dict]]], gt_iou_thresh: float) -> Dict:
-    """
-    Run every video (:func:`video_id_answers`) and summarise the ID head's answers per mode.
-
-    Args:
-        videos: iterable of test records; gt_frames: video id -> per-frame {track: RLE}.
-    Returns:
-        :func:`id_head_summary` of the answers.
-    """
-    pairs = {mode: [] for mode in MODES}
-    for video in videos:
-        for mode, got in video_id_answers(model, video, gt_frames[video["video_id"]], gt_iou_thresh).items():
-            pairs[mode] += got
-    return id_head_summary(pairs, model.num_ids)
 
 
 def id_head_summary(pairs: Dict[str, List[Tuple[int, int]]], num_ids: int) -> Dict:
