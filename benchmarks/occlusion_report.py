@@ -119,7 +119,7 @@ def summarize(table):
 
 
 def provenance(config_files):
-    """Commit (with a note when the worktree differs from it) and {config: sha1[:10]} of the files."""
+    """Commit (with a note when the worktree differs from it) and {config: fingerprint} of the files."""
     def git(*cmd):
         try:
             return subprocess.run(["git", "-C", REPO, *cmd], capture_output=True, text=True,
@@ -132,9 +132,17 @@ def provenance(config_files):
         commit += " + uncommitted changes"
     configs = OrderedDict()
     for path in config_files:
-        with open(os.path.join(REPO, path), "rb") as f:
-            configs[path] = hashlib.sha1(f.read()).hexdigest()[:10]
+        with open(os.path.join(REPO, path)) as f:
+            configs[path] = config_fingerprint(f.read())
     return commit, configs
+
+
+def config_fingerprint(text):
+    """sha1[:10] of a YAML config without its comments and blank lines, so that editing a
+    comment does not make a table's config look different from the one its runs used."""
+    lines = (line.split(" #")[0].rstrip() if not line.lstrip().startswith("#") else ""
+             for line in text.splitlines())
+    return hashlib.sha1("\n".join(line for line in lines if line).encode()).hexdigest()[:10]
 
 
 def _cell(mean, sd, digits=1):
@@ -187,7 +195,7 @@ def markdown(report):
         f"Commit {report['commit']}; date {report['date']}; command `{report['command']}`; device "
         f"{report['device']} ({report['host']}); wall time of this invocation {report['wall_min']:.1f} min "
         "(runs it reused not counted).  ",
-        f"Configs (sha1 of the file): {configs}.",
+        f"Configs (sha1 without comments): {configs}.",
         "",
     ]
     if report.get("missing"):

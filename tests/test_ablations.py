@@ -183,6 +183,17 @@ def test_paired_difference_t_interval():
     assert single["mean"] == 1.0 and single["lo"] != single["lo"]  # one seed: no interval (nan)
 
 
+def test_config_fingerprint_ignores_comments_only():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from occlusion_report import config_fingerprint
+
+    text = 'MODEL:\n  IAI:\n    NUM_IDS: 10\n  WEIGHTS: ""\n'
+    commented = '# a note\nMODEL:\n  IAI:  # the method\n\n    NUM_IDS: 10  # slots + 1\n  WEIGHTS: ""\n'
+    assert config_fingerprint(commented) == config_fingerprint(text)
+    assert config_fingerprint(text.replace("10", "12")) != config_fingerprint(text)
+    assert config_fingerprint(text.replace("  WEIGHTS", "WEIGHTS")) != config_fingerprint(text)
+
+
 def run_one_seed(out, variants):
     """The --quick benchmark with one seed and one worker on ``variants``."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
