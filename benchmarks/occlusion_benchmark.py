@@ -87,6 +87,8 @@ VARIANTS = OrderedDict([
                           "IAI, half the training clips around a return (SAMPLING_RETURN_PROB 0.5)", "maskrcnn")),
     ("iai_return_clips_pos", ("iai", "configs/synthetic/levers/return_clips_position.yaml",
                               "IAI, return clips + HAB position embedding", "maskrcnn")),
+    ("iai_global_distance", ("iai", "configs/synthetic/levers/global_distance_bias.yaml",
+                             "IAI, distance bias in the global memory (slopes 0, 0.5)", "maskrcnn")),
     ("iai_m2f", ("iai", "projects/Mask2Former/configs/iai_mask2former_tiny.yaml",
                  "IAI + Mask2Former (res3, dense ID)", "mask2former")),
     ("m2f_query_match", ("frames", "projects/Mask2Former/configs/query_matching_tiny.yaml",

@@ -82,6 +82,12 @@ def add_iai_config(cfg):
     # False leaves position to what the CNN features carry. The embedding has no parameters:
     # checkpoints trained with it load either way, so keep the value they were trained with.
     _C.MODEL.IAI.ASSOCIATION.POSITION_EMBEDDING = True
+    # One slope per ATT_HEADS (empty: off). Head h's global-memory logits are lowered by slope[h]
+    # per token of distance between the memory token's grid cell and the query's (ALiBi in 2-D):
+    # a relative position cue, so that two look-alikes are told apart by where each was stored
+    # without the features carrying absolute position. E.g. [0.0, 0.5]: one head by appearance
+    # only, one preferring nearby stored tokens. No parameters: checkpoints load either way.
+    _C.MODEL.IAI.ASSOCIATION.GLOBAL_DISTANCE_SLOPES = []
 
     # Association memory of one video (or one training clip).
     _C.MODEL.IAI.MEMORY = CN()

@@ -4,7 +4,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iai_d2.modeling.association import HybridAssociationBlock, LocalAttention, global_attention
+from iai_d2.modeling.association import (
+    HybridAssociationBlock,
+    LocalAttention,
+    distance_bias,
+    global_attention,
+)
 from iai_d2.modeling.identification import IDBank
 from iai_d2.modeling.memory import AssociationMemory
 
@@ -67,6 +72,48 @@ def test_global_attention_matches_manual():
         sl = slice(4 * h, 4 * h + 4)
         attn = torch.einsum("lbc,mbc->blm", q[..., sl], k[..., sl]).div(2.0).softmax(-1)
         torch.testing.assert_close(out[..., sl], torch.einsum("blm,mbc->lbc", attn, v[..., sl]))
+
+
+def test_distance_bias_tells_identical_memory_tokens_apart_by_where_they_were():
+    # Two stored tokens with the same key (look-alikes) but different values, at cells (0, 0)
+    # and (3, 4) of a 4x5 grid; the query at (0, 1) sits next to the first.
+    h, w, C = 4, 5, 8
+    bias = distance_bias((h, w), 2, torch.tensor([0.0, 2.0]))
+    assert bias.shape == (2, h * w, 2 * h * w) and torch.all(bias[0] == 0)
+    query_cell, near, far = 1, 0, 3 * w + 4
+    assert bias[1, query_cell, near] == pytest.approx(-2.0)
+    assert bias[1, query_cell, far] == pytest.approx(-2.0 * math.hypot(3, 3))
+    assert torch.equal(bias[:, :, : h * w], bias[:, :, h * w :])  # every stored frame alike
+
+    q = torch.zeros(1, 1, C)
+    k = torch.ones(2, 1, C)
+    v = torch.stack([torch.full((C,), 1.0), torch.full((C,), -1.0)])[:, None]
+    cells = [near, far]
+    out = global_attention(q, k, v, num_heads=2, bias=bias[:, query_cell : query_cell + 1, cells])
+    assert torch.allclose(out[..., :4], torch.zeros(4), atol=1e-6)  # slope 0: blind to position
+    assert torch.all(out[..., 4:] > 0.99)  # slope 2: the stored token next to the query
+
+
+def test_hab_global_distance_slopes():
+    torch.manual_seed(0)
+    size, B = (3, 4), 2
+    x = torch.randn(12, B, 32)
+    plain = _hab(window=3).eval()
+    zero = _hab(window=3, global_distance_slopes=(0.0, 0.0)).eval()
+    sloped = _hab(window=3, global_distance_slopes=(0.0, 1.0)).eval()
+    zero.load_state_dict(plain.state_dict())  # the slopes are not parameters: same checkpoint
+    sloped.load_state_dict(plain.state_dict())
+    memory = ((torch.randn(24, B, 32), torch.randn(24, B, 32)),
+              (torch.randn(B, 32, *size), torch.randn(B, 32, *size)))
+    torch.testing.assert_close(zero(x, size, memory)[0], plain(x, size, memory)[0])
+    assert not torch.allclose(sloped(x, size, memory)[0], plain(x, size, memory)[0])
+    bad = ((torch.randn(13, B, 32), torch.randn(13, B, 32)), memory[1])
+    with pytest.raises(ValueError, match="grid"):
+        sloped(x, size, bad)
+    with pytest.raises(ValueError, match="GLOBAL_DISTANCE_SLOPES"):
+        _hab(global_distance_slopes=(1.0,))
+    with pytest.raises(ValueError, match="GLOBAL_DISTANCE_SLOPES"):
+        _hab(global_distance_slopes=(1.0, -0.5))
 
 
 def _sine_reference(h, w, dim):

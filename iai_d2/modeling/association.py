@@ -22,6 +22,7 @@ __all__ = [
     "FeedForward",
     "LocalAttention",
     "global_attention",
+    "distance_bias",
     "tokens_to_map",
     "HybridAssociationBlock",
 ]
@@ -124,13 +125,18 @@ class FeedForward(nn.Module):
 
 
 def global_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_heads: int
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    num_heads: int,
+    bias: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """
     Multi-head attention without in/out projections, logits scaled by 1/sqrt(C / heads).
 
     Args:
         q: (L, B, C) queries; k, v: (M, B, C) memory keys and values.
+        bias: optional (heads, L, M) added to the logits.
     Returns:
         (L, B, C)
     """
@@ -139,8 +145,34 @@ def global_attention(
     def split(t):  # (n, B, C) -> (B, heads, n, C/heads)
         return t.reshape(t.shape[0], B, num_heads, C // num_heads).permute(1, 2, 0, 3)
 
-    out = F.scaled_dot_product_attention(split(q), split(k), split(v))
+    out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=bias)
     return out.permute(2, 0, 1, 3).reshape(L, B, C)
+
+
+def distance_bias(
+    size: Tuple[int, int], num_frames: int, slopes: torch.Tensor
+) -> torch.Tensor:
+    """
+    ALiBi-style bias of the global memory attention: head h's logit of a memory token is lowered
+    by slopes[h] per token of Euclidean distance between its grid cell and the query's, in every
+    stored frame alike (a relative cue: no absolute position enters the features).
+
+    Args:
+        size: (h, w) grid of the current frame and of every stored frame.
+        num_frames: M, stored frames in the global memory (keys are M * h * w tokens).
+        slopes: (heads,) non-negative.
+    Returns:
+        (heads, h*w, M*h*w)
+    """
+    h, w = size
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=slopes.device, dtype=slopes.dtype),
+        torch.arange(w, device=slopes.device, dtype=slopes.dtype),
+        indexing="ij",
+    )
+    cells = torch.stack((ys.flatten(), xs.flatten()), dim=1)  # (L, 2)
+    dist = torch.cdist(cells, cells)  # (L, L)
+    return (-slopes[:, None, None] * dist).repeat(1, 1, num_frames)
 
 
 class LocalAttention(nn.Module):
@@ -195,7 +227,8 @@ class HybridAssociationBlock(nn.Module):
         out = LN(x)
     Memory values are W_V(z_m + E(Y_m)) (`fuse_value`) of earlier frames m. The global branch is not
     dropped (first layer, as in the released code). ASSOCIATION.GLOBAL / LOCAL remove the branches;
-    ASSOCIATION.POSITION_EMBEDDING False drops the sine position embedding.
+    ASSOCIATION.POSITION_EMBEDDING False drops the sine position embedding;
+    ASSOCIATION.GLOBAL_DISTANCE_SLOPES adds `distance_bias` to the global attention's logits.
     """
 
     @configurable
@@ -211,6 +244,7 @@ class HybridAssociationBlock(nn.Module):
         use_local: bool = True,
         use_global: bool = True,
         position_embedding: bool = True,
+        global_distance_slopes: Tuple[float, ...] = (),
     ):
         super().__init__()
         if dim % 4 != 0 or dim % self_heads != 0 or dim % att_heads != 0:
@@ -224,9 +258,21 @@ class HybridAssociationBlock(nn.Module):
             )
         if window < 1 or window % 2 == 0:
             raise ValueError(f"MODEL.IAI.ASSOCIATION.WINDOW={window} must be a positive odd number")
+        if global_distance_slopes and (
+            len(global_distance_slopes) != att_heads or min(global_distance_slopes) < 0
+        ):
+            raise ValueError(
+                f"MODEL.IAI.ASSOCIATION.GLOBAL_DISTANCE_SLOPES={list(global_distance_slopes)} must "
+                f"be empty or hold ATT_HEADS={att_heads} non-negative values"
+            )
         self.dim = dim
         self.att_heads = att_heads
         self.position_embedding = position_embedding
+        self.register_buffer(
+            "global_distance_slopes",
+            torch.tensor(global_distance_slopes, dtype=torch.float32) if global_distance_slopes else None,
+            persistent=False,
+        )
 
         self.norm_self = nn.LayerNorm(dim)
         self.self_attn = nn.MultiheadAttention(dim, self_heads)
@@ -254,6 +300,7 @@ class HybridAssociationBlock(nn.Module):
             "use_local": a.LOCAL,
             "use_global": a.GLOBAL,
             "position_embedding": a.POSITION_EMBEDDING,
+            "global_distance_slopes": tuple(a.GLOBAL_DISTANCE_SLOPES),
         }
 
     def _reset_parameters(self):
@@ -308,7 +355,16 @@ class HybridAssociationBlock(nn.Module):
             memory = ((q, v), (tokens_to_map(q, size), tokens_to_map(v, size)))
         (k_global, v_global), (k_local, v_local) = memory
         if self.global_out is not None:
-            x = x + self.global_out(global_attention(q, k_global, v_global, self.att_heads))
+            bias = None
+            if self.global_distance_slopes is not None:
+                if k_global.shape[0] % q.shape[0]:
+                    raise ValueError(
+                        f"GLOBAL_DISTANCE_SLOPES needs stored frames on the current {tuple(size)} "
+                        f"grid; got {k_global.shape[0]} global memory tokens"
+                    )
+                slopes = self.global_distance_slopes.to(q.dtype)
+                bias = distance_bias(size, k_global.shape[0] // q.shape[0], slopes)
+            x = x + self.global_out(global_attention(q, k_global, v_global, self.att_heads, bias))
         if self.local_attn is not None:
             x = x + self.drop_path(self.local_attn(tokens_to_map(q, size), k_local, v_local))
 
