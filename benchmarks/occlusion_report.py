@@ -1,7 +1,7 @@
 """
 The occlusion benchmark's report over training seeds: per variant the mean and standard deviation
-over seeds, each variant against IAI as a difference paired by seed with a 95% t-interval, and the
-re-identification accounting summed over seeds; written as occlusion.{md,json,png} with the
+over seeds, each variant against the first chosen one (IAI by default) as a difference paired by
+seed with a 95% t-interval, and the re-identification accounting summed over seeds; written as occlusion.{md,json,png} with the
 commit, configs and date it was measured with.
 """
 import hashlib
@@ -17,7 +17,6 @@ from iai_d2.evaluation.reidentification import GAP_BUCKETS, OUTCOMES, sum_counts
 from iai_d2.utils import atomic_write
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REFERENCE = "iai"  # the row every other row is compared with
 # variant -> (row key, label) of a second row of its runs, no config of its own: the variant's
 # detections with IoU-linked identities (its diagnosis's iou_link labelling).
 LINKED_ROWS = OrderedDict([
@@ -100,16 +99,18 @@ def paired_difference(reference, other):
 
 
 def summarize(table):
-    """Mean +- sd of every METRIC per row, and every row against the reference row, paired by seed."""
+    """Mean +- sd of every METRIC per row, and every row against the reference row (the first:
+    the first chosen variant, IAI by default), paired by seed."""
     summary = OrderedDict()
     for key, row in table.items():
         metrics = (*METRICS, *(f"{o}_{m}" for o in OTHER_LABELLINGS for m in BY_LABELLING))
         summary[key] = OrderedDict((m, mean_sd([v[m] for v in row["values"].values()])) for m in metrics)
     paired = OrderedDict()
-    if REFERENCE in table:
-        ref = table[REFERENCE]["values"]
+    if table:
+        reference = next(iter(table))
+        ref = table[reference]["values"]
         for key, row in table.items():
-            if key != REFERENCE:
+            if key != reference:
                 paired[key] = OrderedDict(
                     (m, paired_difference({s: v[m] for s, v in ref.items()},
                                           {s: v[m] for s, v in row["values"].items()}))
@@ -168,6 +169,7 @@ def markdown(report):
     from tabulate import tabulate
 
     table, summary, paired = report["table"], report["summary"], report["paired"]
+    reference = table[next(iter(table))]["label"] if table else ""
     mean_rows = [[row["label"], len(row["values"])] + [_cell(*summary[key][m]) for m in METRICS]
                  for key, row in table.items()]
     paired_rows = [[table[key]["label"], diffs[PAIRED[0]]["n"]] + [_interval(diffs[m]) for m in PAIRED]
@@ -213,9 +215,9 @@ def markdown(report):
     if paired_rows:
         lines += [
             "",
-            "Each row minus IAI, paired by seed: mean [95% t-interval over seeds]:",
+            f"Each row minus {reference}, paired by seed: mean [95% t-interval over seeds]:",
             "",
-            tabulate(paired_rows, headers=["variant - IAI", "n", *(f"Δ {METRICS[m]}" for m in PAIRED)],
+            tabulate(paired_rows, headers=["variant - reference", "n", *(f"Δ {METRICS[m]}" for m in PAIRED)],
                      tablefmt="pipe", disable_numparse=True),
         ]
     lines += [
