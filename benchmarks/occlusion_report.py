@@ -1,8 +1,8 @@
 """
 The occlusion benchmark's report over training seeds: per variant the mean and standard deviation
 over seeds, each variant against the first chosen one (IAI by default) as a difference paired by
-seed with a 95% t-interval, and the re-identification accounting summed over seeds; written as occlusion.{md,json,png} with the
-commit, configs and date it was measured with.
+seed with a 95% t-interval, and the re-identification accounting summed over seeds; written as
+occlusion.{md,json,png} with the commit, configs and date it was measured with.
 """
 import hashlib
 import json
