@@ -98,6 +98,8 @@ VARIANTS = OrderedDict([
     ("iai_global8", ("iai", "configs/synthetic/iai_tiny.yaml", "IAI, MAX_GLOBAL 8 (at inference)", "maskrcnn")),
     ("iai_mask_iou", ("iai", "configs/synthetic/iai_tiny.yaml",
                       "IAI + last-mask IoU in matching (MASK_IOU_WEIGHT 0.5; not IAI)", "maskrcnn")),
+    ("iai_class_penalty", ("iai", "configs/synthetic/iai_tiny.yaml",
+                           "IAI + class consistency in matching (CLASS_PENALTY 1.0; not IAI)", "maskrcnn")),
 ])
 # Inference options: variant -> (the variant whose trained model of seed s it evaluates, config
 # overrides at test time). Nothing is trained: the row differs from its base by inference alone.
@@ -105,6 +107,7 @@ INFERENCE_OPTIONS = OrderedDict([
     ("iai_keep_ids", ("iai", ["MODEL.IAI.MEMORY.EVICTION", "keep_identities"])),
     ("iai_global8", ("iai", ["MODEL.IAI.MEMORY.MAX_GLOBAL", 8])),
     ("iai_mask_iou", ("iai", ["MODEL.IAI.INFERENCE.MASK_IOU_WEIGHT", 0.5])),
+    ("iai_class_penalty", ("iai", ["MODEL.IAI.INFERENCE.CLASS_PENALTY", 1.0])),
 ])
 
 # Default and --quick settings. The default (IAI, Track, floor; 3 seeds) takes ~3.5 h on 2 CPU
@@ -406,8 +409,8 @@ def run_all(args, output):
                     continue
                 if name in stage_detector:
                     print(f"seed {seed}: image model ready ({log[:-len('log.txt')]}model_final.pth)", flush=True)
-                    for variant in args.variants:
-                        if VARIANTS[variant][3] == stage_detector[name]:
+                    for variant in args.variants:  # inference options wait for their base, below
+                        if VARIANTS[variant][3] == stage_detector[name] and variant not in INFERENCE_OPTIONS:
                             pending[pool.submit(run, variant, seed, **common)] = (seed, variant)
                 else:
                     for option, (base, _) in INFERENCE_OPTIONS.items():

@@ -122,6 +122,10 @@ def add_iai_config(cfg):
     # a live track's slot in the Hungarian matching (MaskTrack's spatial cue; 0 = IAI alone).
     # An inference option reported as its own benchmark row, not as IAI.
     _C.MODEL.IAI.INFERENCE.MASK_IOU_WEIGHT = 0.0
+    # Subtract CLASS_PENALTY from a live track's slot score for a detection whose class differs
+    # from the track's last class (MaskTrack's class-consistency cue; >= 1 forbids it; 0 = IAI
+    # alone). An inference option reported as its own benchmark row, not as IAI.
+    _C.MODEL.IAI.INFERENCE.CLASS_PENALTY = 0.0
     # Ranking score for class-agnostic NMS: w_cls * s_cls + w_id * s_id, (w_cls, w_id) per frame.
     # ID_SCORE_THRESH and the weights apply to the ROI ID decoder; the dense decoder ranks by s_cls.
     _C.MODEL.IAI.INFERENCE.FIRST_FRAME_WEIGHTS = (1.0, 0.5)

@@ -74,6 +74,27 @@ def test_mask_iou_weight_adds_the_last_mask_overlap_to_the_slot_scores():
         IDAssigner(N, mask_iou_weight=-1)
 
 
+def test_class_penalty_keeps_a_returning_detection_off_another_class_track():
+    """Track 0 (class 2) is hidden, track 1 (class 1) is gone; a class-2 detection returns whose ID
+    head prefers slot 1: the penalty gives it back slot 0; without it, it takes track 1's id."""
+    for penalty, expected in ((0.0, [1]), (1.0, [0])):
+        assigner = IDAssigner(N, class_penalty=penalty)
+        assigner.assign(probs({NEW: 0.9}, {NEW: 0.9}), 0, True, classes=torch.tensor([2, 1]))
+        assigner.assign(empty(), 1, False, classes=torch.zeros(0, dtype=torch.long))
+        out = assigner.assign(probs({1: 0.5, 0: 0.3}), 2, False, classes=torch.tensor([2]))
+        assert out.track_ids == expected
+    # "new" is not penalised: a class-3 detection that prefers slot 1 starts a track instead.
+    out = assigner.assign(probs({1: 0.6, NEW: 0.2}), 3, False, classes=torch.tensor([3]))
+    assert out.track_ids == [2] and out.new_ids
+    # Slots of other classes (track 1: class 1, track 2: class 3) lose to track 0's.
+    out = assigner.assign(probs({0: 0.4, 1: 0.45}), 4, False, classes=torch.tensor([2]))
+    assert out.track_ids == [0]
+    with pytest.raises(ValueError, match="needs the classes of the 1 detections of frame 5"):
+        assigner.assign(probs({0: 0.9}), 5, False)
+    with pytest.raises(ValueError, match="class_penalty must be >= 0"):
+        IDAssigner(N, class_penalty=-1)
+
+
 def test_two_detections_want_the_same_slot():
     assigner = IDAssigner(N)
     assigner.assign(probs({NEW: 0.9}, {NEW: 0.9}), 0, True)

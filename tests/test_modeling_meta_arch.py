@@ -94,12 +94,15 @@ def test_clip_with_more_instances_than_slots_is_a_clear_error(model):
         model([clip])
 
 
-def test_inference_frame_returns_tracked_instances_at_output_size(model):
+@pytest.mark.parametrize("class_penalty", [0.0, 1.0])
+def test_inference_frame_returns_tracked_instances_at_output_size(model, class_penalty, monkeypatch):
     model.eval()
     model.roi_heads.cls_score_thresh = model.roi_heads.id_score_thresh = 0.0  # untrained: keep detections
     model.birth_score = 0.0  # ... let them start tracks
     model.mask_threshold = 0.0  # ... and keep their (untrained, ~0.5) mask probabilities
+    monkeypatch.setattr(model, "class_penalty", class_penalty)  # the matching gets the frame's classes
     state = model.new_video_state()
+    assert state.assigner.class_penalty == class_penalty
     ids_seen = []
     for t in range(3):
         out = model.inference_frame(state, torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8), 192, 256)
@@ -139,6 +142,12 @@ def test_position_embedding_key_reaches_the_association_block(model):
     cfg = tiny_cfg()
     cfg.MODEL.IAI.ASSOCIATION.POSITION_EMBEDDING = True
     assert build_model(cfg).backbone.association.hab.position_embedding is True
+
+
+def test_class_penalty_key_reaches_the_id_assigner():
+    cfg = tiny_cfg()
+    cfg.MODEL.IAI.INFERENCE.CLASS_PENALTY = 1.0
+    assert build_model(cfg).new_video_state().assigner.class_penalty == 1.0
 
 
 def test_dense_skip_level_must_be_at_half_the_association_stride():

@@ -108,6 +108,12 @@ class IDAssigner:
     itself), the Hungarian score of a detection for a live track's slot is P + w * IoU(its mask,
     the mask the track had when it was last seen), so the assigner keeps each live track's last
     mask (N-1 masks at most).
+
+    With ``class_penalty`` c > 0 (an inference option, MaskTrack's class-consistency cue; not IAI
+    itself), the score of a detection for a live track's slot is lowered by c when the
+    detection's class differs from the class the track had when it was last seen (c >= 1: a
+    detection never takes the identity of a track of another class; the "new" column is
+    unchanged, so births are not discouraged).
     """
 
     def __init__(
@@ -117,6 +123,7 @@ class IDAssigner:
         recycle_after: int = 30,
         birth_score: float = 0.0,
         mask_iou_weight: float = 0.0,
+        class_penalty: float = 0.0,
     ):
         """
         Args:
@@ -126,6 +133,8 @@ class IDAssigner:
                 reused (seen at frame 3, recycle_after=2: recyclable from frame 6 on).
             birth_score: minimum detection score to start a track.
             mask_iou_weight: weight of the last-mask IoU in the matching score (0: off).
+            class_penalty: subtracted from a live slot's score for a detection of another class
+                (0: off).
         """
         if num_ids < 2:
             raise ValueError(f"IDAssigner: num_ids must be >= 2 (one slot + 'new'), got {num_ids}")
@@ -135,11 +144,14 @@ class IDAssigner:
             raise ValueError(f"IDAssigner: recycle_after must be >= 0, got {recycle_after}")
         if mask_iou_weight < 0:
             raise ValueError(f"IDAssigner: mask_iou_weight must be >= 0, got {mask_iou_weight}")
+        if class_penalty < 0:
+            raise ValueError(f"IDAssigner: class_penalty must be >= 0, got {class_penalty}")
         self.num_ids = num_ids
         self.on_full = on_full
         self.recycle_after = recycle_after
         self.birth_score = birth_score
         self.mask_iou_weight = mask_iou_weight
+        self.class_penalty = class_penalty
         self.reset()
 
     def reset(self) -> None:
@@ -147,6 +159,7 @@ class IDAssigner:
         self._slot_track: Dict[int, int] = {}  # live slot -> track id
         self._slot_last_seen: Dict[int, int] = {}  # live slot -> last frame it was detected
         self._slot_mask: Dict[int, torch.Tensor] = {}  # live slot -> its last mask (mask_iou_weight > 0)
+        self._slot_class: Dict[int, int] = {}  # live slot -> its last class (class_penalty > 0)
         self._next_track_id = 0
         self._last_frame = None
 
@@ -167,6 +180,7 @@ class IDAssigner:
         first_frame: bool,
         scores: Optional[torch.Tensor] = None,
         masks: Optional[torch.Tensor] = None,
+        classes: Optional[torch.Tensor] = None,
     ) -> IDAssignment:
         """
         Args:
@@ -177,6 +191,7 @@ class IDAssigner:
             scores: (K,) detection scores compared with ``birth_score``; None = all confident.
             masks: (K, H, W) bool masks of the detections (same size in every frame); needed
                 when ``mask_iou_weight`` > 0, unused otherwise.
+            classes: (K,) predicted class of each detection; needed when ``class_penalty`` > 0.
 
         Returns:
             IDAssignment with K entries.
@@ -201,11 +216,22 @@ class IDAssigner:
                 f"of frame {frame_idx}, got {None if masks is None else tuple(masks.shape)}"
             )
 
+        use_class = self.class_penalty > 0
+        if use_class and (classes is None or len(classes) != id_probs.shape[0]):
+            raise ValueError(
+                f"IDAssigner: class_penalty > 0 needs the classes of the {id_probs.shape[0]} detections "
+                f"of frame {frame_idx}, got {None if classes is None else tuple(classes.shape)}"
+            )
+
         num_dets = id_probs.shape[0]
         if first_frame or num_dets == 0:
             columns = [self.num_ids - 1] * num_dets
         else:
-            bonus = self._mask_iou_bonus(masks) if use_iou else None
+            bonus = np.zeros((num_dets, self.num_ids - 1), dtype=np.float32)
+            if use_iou:
+                bonus += self._mask_iou_bonus(masks)
+            if use_class:
+                bonus -= self._class_penalty(classes)
             columns = self._hungarian(id_probs.detach().float().cpu().numpy(), bonus)
 
         confident = (
@@ -245,6 +271,10 @@ class IDAssigner:
             for det, slot in enumerate(slots):
                 if slot >= 0:
                     self._slot_mask[slot] = masks[det].detach().cpu()
+        if use_class:
+            for det, slot in enumerate(slots):
+                if slot >= 0:
+                    self._slot_class[slot] = int(classes[det])
         return IDAssignment(slots=slots, track_ids=track_ids, new_ids=new_ids, recycled=recycled)
 
     def _mask_iou_bonus(self, masks: torch.Tensor) -> np.ndarray:
@@ -256,11 +286,22 @@ class IDAssigner:
             bonus[:, live] = (self.mask_iou_weight * pairwise_mask_iou(masks.detach().cpu(), last)).numpy()
         return bonus
 
-    def _hungarian(self, probs: np.ndarray, bonus: Optional[np.ndarray] = None) -> List[int]:
+    def _class_penalty(self, classes: torch.Tensor) -> np.ndarray:
+        """(K, N-1) ``class_penalty`` where a live slot's last class differs from the detection's."""
+        penalty = np.zeros((len(classes), self.num_ids - 1), dtype=np.float32)
+        live = [s for s in self._slot_track if s in self._slot_class]
+        if live and len(classes):
+            det_classes = np.asarray(classes.detach().cpu().tolist())
+            slot_classes = np.asarray([self._slot_class[s] for s in live])
+            penalty[:, live] = self.class_penalty * (det_classes[:, None] != slot_classes[None, :])
+        return penalty
+
+    def _hungarian(self, probs: np.ndarray, bonus: np.ndarray) -> List[int]:
         """
         Args:
             probs: (K, N+1) ID probabilities.
-            bonus: (K, N-1) added to the slot columns after renormalisation, or None.
+            bonus: (K, N-1) added to the slot columns after renormalisation (cues other than
+                the ID head's; zeros for IAI alone).
 
         Returns:
             K distinct columns of ``[P | K-1 copies of column N-1]`` maximising the total
@@ -269,9 +310,7 @@ class IDAssigner:
         num_dets = probs.shape[0]
         probs = probs[:, : self.num_ids]
         probs = probs / np.maximum(probs.sum(axis=1, keepdims=True), 1e-12)
-        if bonus is not None:
-            probs = probs.copy()
-            probs[:, : self.num_ids - 1] += bonus
+        probs[:, : self.num_ids - 1] += bonus
         new_col = probs[:, self.num_ids - 1 : self.num_ids]
         scores = np.concatenate([probs, np.repeat(new_col, num_dets - 1, axis=1)], axis=1)
         rows, cols = linear_sum_assignment(-scores)

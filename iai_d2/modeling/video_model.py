@@ -105,6 +105,7 @@ def video_config(cfg, backbone, num_classes: int) -> Dict:
         recycle_after=iai.RECYCLE_AFTER,
         birth_score=inf.BIRTH_SCORE_THRESH,
         mask_iou_weight=inf.MASK_IOU_WEIGHT,
+        class_penalty=inf.CLASS_PENALTY,
         **online_config(cfg, inf),
     )
 
@@ -143,6 +144,7 @@ class IAIVideoModel(OnlineVideoModel):
         recycle_after: int,
         birth_score: float,
         mask_iou_weight: float = 0.0,
+        class_penalty: float = 0.0,
         **online,
     ) -> None:
         """
@@ -165,6 +167,8 @@ class IAIVideoModel(OnlineVideoModel):
             birth_score: a detection must score at least this to start a track.
             mask_iou_weight: weight of the IoU with a track's last mask in the ID matching (an
                 inference option, MaskTrack's cue; 0 = IAI alone), see :class:`IDAssigner`.
+            class_penalty: lowers a live track's slot in the ID matching for a detection of
+                another class (an inference option, MaskTrack's class cue; 0 = IAI alone).
             online: arguments of :meth:`OnlineVideoModel._setup_online` (de-overlapping, mask
                 threshold, video-level selection).
         """
@@ -189,6 +193,7 @@ class IAIVideoModel(OnlineVideoModel):
         self.recycle_after = recycle_after
         self.birth_score = birth_score
         self.mask_iou_weight = mask_iou_weight
+        self.class_penalty = class_penalty
         self._setup_online(**online)
 
     # ------------------------------------------------------------------ detector hooks
@@ -296,6 +301,7 @@ class IAIVideoModel(OnlineVideoModel):
                 recycle_after=self.recycle_after,
                 birth_score=self.birth_score,
                 mask_iou_weight=self.mask_iou_weight,
+                class_penalty=self.class_penalty,
             ),
         )
 
@@ -325,7 +331,8 @@ class IAIVideoModel(OnlineVideoModel):
             logits = self._dense_id_logits(frame["association"], frame["bottom_up"])
             detections.id_probs = self.dense_id_head.detection_probs(logits, input_masks)
         assignment = state.assigner.assign(
-            detections.id_probs, state.frame_idx, first_frame, scores=detections.scores, masks=input_masks
+            detections.id_probs, state.frame_idx, first_frame, scores=detections.scores, masks=input_masks,
+            classes=detections.pred_classes,
         )
         slots = torch.as_tensor(assignment.slots, dtype=torch.long, device=self.device)
         track_ids = torch.as_tensor(assignment.track_ids, dtype=torch.long, device=self.device)
