@@ -100,6 +100,10 @@ VARIANTS = OrderedDict([
                       "IAI + last-mask IoU in matching (MASK_IOU_WEIGHT 0.5; not IAI)", "maskrcnn")),
     ("iai_class_penalty", ("iai", "configs/synthetic/iai_tiny.yaml",
                            "IAI + class consistency in matching (CLASS_PENALTY 1.0; not IAI)", "maskrcnn")),
+    ("iai_track_cues", ("iai", "configs/synthetic/iai_tiny.yaml",
+                        "IAI + last-mask IoU + class consistency (MaskTrack's cues; not IAI)", "maskrcnn")),
+    ("track_no_class", ("track", "projects/TrackBaseline/configs/synthetic_tiny.yaml",
+                        "TrackBaseline without its class cue (MATCH_COEFFS g = 0)", "maskrcnn")),
 ])
 # Inference options: variant -> (the variant whose trained model of seed s it evaluates, config
 # overrides at test time). Nothing is trained: the row differs from its base by inference alone.
@@ -108,6 +112,8 @@ INFERENCE_OPTIONS = OrderedDict([
     ("iai_global8", ("iai", ["MODEL.IAI.MEMORY.MAX_GLOBAL", 8])),
     ("iai_mask_iou", ("iai", ["MODEL.IAI.INFERENCE.MASK_IOU_WEIGHT", 0.5])),
     ("iai_class_penalty", ("iai", ["MODEL.IAI.INFERENCE.CLASS_PENALTY", 1.0])),
+    ("iai_track_cues", ("iai", ["MODEL.IAI.INFERENCE.MASK_IOU_WEIGHT", 0.5, "MODEL.IAI.INFERENCE.CLASS_PENALTY", 1.0])),
+    ("track_no_class", ("track", ["MODEL.TRACK_HEAD.INFERENCE.MATCH_COEFFS", (1.0, 2.0, 0.0)])),
 ])
 
 # Default and --quick settings. The default (IAI, Track, floor; 3 seeds) takes ~3.5 h on 2 CPU

@@ -171,6 +171,22 @@ def test_every_benchmark_variant_names_a_config_that_loads():
             assert load(os.path.join(REPO, config_file)).MODEL.META_ARCHITECTURE == "IAIRCNN", name
 
 
+def test_every_inference_option_overrides_keys_of_its_base_config(tmp_path):
+    """A mistyped override would only fail after its base variant had trained."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from occlusion_benchmark import INFERENCE_OPTIONS, VARIANTS, build_cfg
+
+    for name, (base, overrides) in INFERENCE_OPTIONS.items():
+        kind, config_file, _, detector = VARIANTS[name]
+        assert (kind, config_file, detector) == (VARIANTS[base][0], VARIANTS[base][1], VARIANTS[base][3]), name
+        cfg = build_cfg(kind, config_file, str(tmp_path), "", 2, 0, "cpu", True, detector, overrides)
+        for key, value in zip(overrides[::2], overrides[1::2]):
+            node = cfg
+            for part in key.split("."):
+                node = node[part]
+            assert node == value, (name, key)
+
+
 def test_paired_difference_t_interval():
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     from occlusion_report import paired_difference
