@@ -104,6 +104,8 @@ VARIANTS = OrderedDict([
                         "IAI + last-mask IoU + class consistency (MaskTrack's cues; not IAI)", "maskrcnn")),
     ("track_no_class", ("track", "projects/TrackBaseline/configs/synthetic_tiny.yaml",
                         "TrackBaseline without its class cue (MATCH_COEFFS g = 0)", "maskrcnn")),
+    ("iai_condinst_class_penalty", ("iai", "projects/CondInst/configs/iai_condinst_tiny.yaml",
+                                    "IAI + CondInst + class consistency (CLASS_PENALTY 1.0; not IAI)", "condinst")),
 ])
 # Inference options: variant -> (the variant whose trained model of seed s it evaluates, config
 # overrides at test time). Nothing is trained: the row differs from its base by inference alone.
@@ -114,6 +116,7 @@ INFERENCE_OPTIONS = OrderedDict([
     ("iai_class_penalty", ("iai", ["MODEL.IAI.INFERENCE.CLASS_PENALTY", 1.0])),
     ("iai_track_cues", ("iai", ["MODEL.IAI.INFERENCE.MASK_IOU_WEIGHT", 0.5, "MODEL.IAI.INFERENCE.CLASS_PENALTY", 1.0])),
     ("track_no_class", ("track", ["MODEL.TRACK_HEAD.INFERENCE.MATCH_COEFFS", (1.0, 2.0, 0.0)])),
+    ("iai_condinst_class_penalty", ("iai_condinst", ["MODEL.IAI.INFERENCE.CLASS_PENALTY", 1.0])),
 ])
 
 # Default and --quick settings. The default (IAI, Track, floor; 3 seeds) takes ~3.5 h on 2 CPU
