@@ -11,7 +11,7 @@ IoU-linked / oracle identities on the same detections).
     python benchmarks/occlusion_benchmark.py --variants all --device cuda --workers 12  # one GPU
     python benchmarks/occlusion_benchmark.py --quick --variants iai,floor --output /tmp/occ --results /tmp/occ
 
-Recipe, per training seed s in 0 .. K-1: the plain image model of each detector the chosen variants
+Recipe, per training seed s in 0 .. K-1 (or in --seed-list): the plain image model of each detector the chosen variants
 use (Mask R-CNN, configs/synthetic/maskrcnn_tiny_frames.yaml -> OUTPUT/seed<s>/image/; CondInst,
 projects/CondInst/configs/condinst_tiny_frames.yaml -> OUTPUT/seed<s>/image_condinst/; Mask2Former,
 projects/Mask2Former/configs/mask2former_tiny_frames.yaml -> OUTPUT/seed<s>/image_mask2former/) is
@@ -141,6 +141,9 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", type=int,
                         help=f"training seeds 0 .. K-1, each variant (and image stage) trained once per seed "
                              f"(default {DEFAULTS['seeds']})")
+    parser.add_argument("--seed-list",
+                        help="comma-separated training seeds (e.g. 3,4) instead of 0 .. K-1: trains, or with "
+                             "--report-only tables, exactly these (a seed lost or added later)")
     parser.add_argument("--iters", type=int,
                         help=f"training iterations per variant (default {DEFAULTS['iters']})")
     parser.add_argument("--image-iters", type=int,
@@ -176,6 +179,18 @@ def parse_args(argv=None):
     for key in ("seeds", "iters", "image_iters", "videos", "val_videos", "frames"):
         if settings[key] < 1:
             parser.error(f"--{key.replace('_', '-')} must be >= 1, got {settings[key]}")
+    if args.seed_list is None:
+        args.seed_list = list(range(settings["seeds"]))
+    elif args.seeds is not None:
+        parser.error("give --seeds K (seeds 0 .. K-1) or --seed-list, not both")
+    else:
+        try:
+            args.seed_list = sorted({int(s) for s in args.seed_list.split(",") if s.strip()})
+        except ValueError:
+            parser.error(f"--seed-list: comma-separated integers expected, got {args.seed_list!r}")
+        if not args.seed_list or args.seed_list[0] < 0:
+            parser.error(f"--seed-list: seeds >= 0 expected, got {args.seed_list or 'none'}")
+        settings["seeds"] = len(args.seed_list)
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     args.settings = settings
@@ -404,7 +419,7 @@ def run_all(args, output):
     # One fresh process per run: own log file, own torch state, memory returned after each run.
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
         pending = {pool.submit(run, stage, seed, **common): (seed, stage)
-                   for seed in range(settings["seeds"]) for stage in stages}
+                   for seed in args.seed_list for stage in stages}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -434,7 +449,7 @@ def run_all(args, output):
 def finished_runs(args, output):
     """({(seed, name): result} of the chosen variants' finished runs, [missing "seed<s>/<name>"])."""
     runs, missing = {}, []
-    for seed in range(args.settings["seeds"]):
+    for seed in args.seed_list:
         for name in args.variants:
             result_file = os.path.join(run_dir_of(output, seed, name), "result.json")
             if not os.path.isfile(result_file):

@@ -145,6 +145,12 @@ def test_occlusion_benchmark_quick_writes_the_seeded_table_and_resumes(tmp_path)
     assert "Partial table**: 3 chosen runs are not finished (seed2/iai, seed2/floor, seed2/iai_mask_iou)" in (
         results / "occlusion.md").read_text()
     assert not (work / "seed2").exists()
+    # --seed-list tables (and would train) exactly the seeds it names.
+    proc = run_benchmark(tmp_path, "--report-only", "--seed-list", "1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((results / "occlusion.json").read_text())
+    assert report["missing"] == [] and report["settings"]["seeds"] == 1
+    assert all(list(row["values"]) == ["1"] for row in report["table"].values())
 
     # Other data settings in the same output folder are refused in one line.
     proc = run_benchmark(tmp_path, "--frames", "7")
@@ -158,6 +164,20 @@ def test_an_inference_option_needs_its_base_variant():
     assert parse_args(["--variants", "iai,iai_keep_ids"]).variants == ["iai", "iai_keep_ids"]
     with pytest.raises(SystemExit):
         parse_args(["--variants", "track,iai_keep_ids"])
+
+
+def test_seed_list_chooses_the_seeds():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    from occlusion_benchmark import parse_args
+
+    assert parse_args([]).seed_list == [0, 1, 2]
+    assert parse_args(["--seeds", "5"]).seed_list == [0, 1, 2, 3, 4]
+    args = parse_args(["--seed-list", "4, 3,4"])
+    assert args.seed_list == [3, 4] and args.settings["seeds"] == 2
+    for bad in (["--seed-list", "1,x"], ["--seed-list", "-1"], ["--seed-list", ","],
+                ["--seeds", "2", "--seed-list", "3"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
 
 
 def test_every_benchmark_variant_names_a_config_that_loads():
