@@ -157,6 +157,15 @@ def add_iai_config(cfg):
     _C.SOLVER.OPTIMIZER = "ADAMW"  # "ADAMW" or "SGD"
     # Learning-rate multiplier for backbone.bottom_up (the pretrained ResNet).
     _C.SOLVER.BACKBONE_MULTIPLIER = 0.1
+    # How the identity pathway starts on a trained image model (the modules IAI adds to it:
+    # the association path, the ID bank, the ID decoder or head; the model's IDENTITY_MODULES).
+    # Learning-rate multiplier for every other parameter, the image model's (on top of
+    # BACKBONE_MULTIPLIER for the ResNet); 1.0 = one learning rate for all (the paper).
+    _C.SOLVER.IMAGE_MODEL_MULTIPLIER = 1.0
+    # Identity-only warm-up: for the first K iterations the image model's parameters have
+    # learning rate 0 and only the identity pathway learns (from the ID loss and from the
+    # detection losses that flow back through the fused features); 0 = off (the paper).
+    _C.SOLVER.IDENTITY_WARMUP_ITERS = 0
 
     # ---------------------------------------------------------------- test
     # Show a per-frame progress bar during video inference.

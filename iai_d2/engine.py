@@ -5,6 +5,7 @@ import os
 import sys
 import weakref
 from collections.abc import Mapping
+from typing import Set
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -22,8 +23,9 @@ from .data import build_clip_train_loader, build_video_test_loader, resolve_ytvi
 from .evaluation import YTVISEvaluator
 from .utils import atomic_write
 
-__all__ = ["IAITrainer", "AtomicCheckpointer", "LossCurveHook", "available_cpus", "build_iai_optimizer",
-           "console_without_tracebacks", "error_message", "is_video_split", "launch_or_exit"]
+__all__ = ["IAITrainer", "AtomicCheckpointer", "IdentityWarmup", "LossCurveHook", "available_cpus",
+           "build_iai_optimizer", "console_without_tracebacks", "error_message", "identity_parameter_names",
+           "is_video_split", "launch_or_exit"]
 
 # Errors whose message names the culprit (bad data, config or weights, a diverging loss): the tools
 # end with it as one line ``error: ...`` and exit code 1, from one process or from several.
@@ -71,17 +73,55 @@ class AtomicCheckpointer(DetectionCheckpointer):
         atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
 
 
+def identity_parameter_names(model: torch.nn.Module) -> Set[str]:
+    """Names of the parameters of the identity pathway that an IAI model adds to its image model:
+    those under one of its ``IDENTITY_MODULES`` (a ValueError for a model that names none)."""
+    model = getattr(model, "module", model)  # DDP
+    prefixes = getattr(model, "IDENTITY_MODULES", ())
+    names = {n for n, _ in model.named_parameters() if any(n.startswith(p + ".") for p in prefixes)}
+    if not names:
+        raise ValueError(
+            f"SOLVER.IMAGE_MODEL_MULTIPLIER and SOLVER.IDENTITY_WARMUP_ITERS need an IAI model with an "
+            f"identity pathway (IDENTITY_MODULES); {type(model).__name__} has none"
+        )
+    return names
+
+
 def build_iai_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """AdamW (or SGD) with ``SOLVER.BACKBONE_MULTIPLIER`` on the pretrained ResNet
-    (``backbone.bottom_up.*``) and Detectron2's optional gradient clipping."""
-    multiplier = cfg.SOLVER.BACKBONE_MULTIPLIER
+    (``backbone.bottom_up.*``), ``SOLVER.IMAGE_MODEL_MULTIPLIER`` on every parameter outside the
+    identity pathway, and Detectron2's optional gradient clipping. With
+    ``SOLVER.IDENTITY_WARMUP_ITERS`` every param group has an ``identity`` flag (whether its
+    parameters are the identity pathway's), which :class:`IdentityWarmup` reads."""
+    solver = cfg.SOLVER
+    if solver.IMAGE_MODEL_MULTIPLIER < 0 or solver.IDENTITY_WARMUP_ITERS < 0:
+        raise ValueError(
+            f"SOLVER.IMAGE_MODEL_MULTIPLIER and SOLVER.IDENTITY_WARMUP_ITERS must be >= 0, got "
+            f"{solver.IMAGE_MODEL_MULTIPLIER} and {solver.IDENTITY_WARMUP_ITERS}"
+        )
+    split = solver.IMAGE_MODEL_MULTIPLIER != 1.0 or solver.IDENTITY_WARMUP_ITERS > 0
+    identity = identity_parameter_names(model) if split else set()
+
+    def lr_factor(name: str) -> float:
+        factor = solver.BACKBONE_MULTIPLIER if name.startswith("backbone.bottom_up.") else 1.0
+        return factor if not split or name in identity else factor * solver.IMAGE_MODEL_MULTIPLIER
+
     params = get_default_optimizer_params(
         model,
-        base_lr=cfg.SOLVER.BASE_LR,
-        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-        lr_factor_func=lambda name: multiplier if name.startswith("backbone.bottom_up.") else 1.0,
+        base_lr=solver.BASE_LR,
+        weight_decay=solver.WEIGHT_DECAY,
+        weight_decay_norm=solver.WEIGHT_DECAY_NORM,
+        lr_factor_func=lr_factor,
     )
+    if solver.IDENTITY_WARMUP_ITERS > 0:  # groups of equal hyperparameters may mix both kinds
+        is_identity = {p: n in identity for n, p in model.named_parameters()}
+        params = [
+            {**group, "params": kept, "identity": flag}
+            for group in params
+            for flag in (True, False)
+            for kept in [[p for p in group["params"] if is_identity[p] == flag]]
+            if kept
+        ]
     name = cfg.SOLVER.OPTIMIZER.upper()
     if name == "ADAMW":
         optimizer = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
@@ -90,6 +130,24 @@ def build_iai_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     else:
         raise ValueError(f"SOLVER.OPTIMIZER must be ADAMW or SGD, got {cfg.SOLVER.OPTIMIZER!r}")
     return maybe_add_gradient_clipping(cfg, optimizer)
+
+
+class IdentityWarmup(hooks.HookBase):
+    """
+    SOLVER.IDENTITY_WARMUP_ITERS: for the first ``iters`` iterations the image model's param groups
+    (``identity`` False, see :func:`build_iai_optimizer`) get learning rate 0, so only the identity
+    pathway learns; Detectron2's LR scheduler sets every group's rate from its base rate after
+    each step, so the image model trains normally from iteration ``iters`` on.
+    """
+
+    def __init__(self, iters: int):
+        self.iters = iters
+
+    def before_step(self):
+        if self.trainer.iter < self.iters:
+            for group in self.trainer.optimizer.param_groups:
+                if not group["identity"]:
+                    group["lr"] = 0.0
 
 
 class LossCurveHook(hooks.HookBase):
@@ -164,6 +222,8 @@ class IAITrainer(DefaultTrainer):
 
     def build_hooks(self):
         ret = super().build_hooks()
+        if self.cfg.SOLVER.IDENTITY_WARMUP_ITERS > 0:
+            ret.insert(0, IdentityWarmup(self.cfg.SOLVER.IDENTITY_WARMUP_ITERS))
         if comm.is_main_process():
             ret.append(LossCurveHook(self.cfg.OUTPUT_DIR))
         return ret

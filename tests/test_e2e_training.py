@@ -1,5 +1,6 @@
 """End-to-end training: the tiny config overfits two synthetic videos, 2-process CPU (gloo) training
-through tools/train_net.py, resuming from a checkpoint, and tools/visualize_clips.py."""
+through tools/train_net.py, resuming from a checkpoint, the identity-pathway learning rates
+(SOLVER.IDENTITY_WARMUP_ITERS, SOLVER.IMAGE_MODEL_MULTIPLIER) and tools/visualize_clips.py."""
 import json
 import math
 import os
@@ -9,11 +10,12 @@ import cv2
 import pytest
 import torch
 from detectron2.config import get_cfg
+from detectron2.engine import HookBase
 
 from iai_d2 import add_iai_config
 from iai_d2.data import SYNTHETIC_CATEGORIES, generate_synthetic_vis
 from iai_d2.data.datasets.ytvis import register_ytvis_instances, ytvis_category_metadata
-from iai_d2.engine import IAITrainer
+from iai_d2.engine import IAITrainer, build_iai_optimizer, identity_parameter_names
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -99,7 +101,7 @@ def test_train_net_two_processes_on_cpu(synthetic_vis_root, run_tool, e2e_settin
         assert isinstance(json.load(f), list)
 
 
-def _tiny_train_cfg(tmp_path, e2e_settings, max_iter, output_dir):
+def _tiny_train_cfg(tmp_path, e2e_settings, max_iter, output_dir, extra=()):
     data = tmp_path / "data"
     if not (data / "train.json").is_file():
         generate_synthetic_vis(str(data), num_videos=1, num_frames=4, height=e2e_settings.height,
@@ -114,7 +116,7 @@ def _tiny_train_cfg(tmp_path, e2e_settings, max_iter, output_dir):
     cfg.merge_from_list([
         "DATASETS.TRAIN", f"('{name}',)", "DATASETS.TEST", "()", "SOLVER.MAX_ITER", str(max_iter),
         "SOLVER.STEPS", "(100,)", "SOLVER.WARMUP_ITERS", "1", "SOLVER.CHECKPOINT_PERIOD", "2",
-        "SOLVER.IMS_PER_BATCH", "1", "OUTPUT_DIR", str(output_dir),
+        "SOLVER.IMS_PER_BATCH", "1", "OUTPUT_DIR", str(output_dir), *extra,
     ])
     cfg.freeze()
     return cfg
@@ -145,6 +147,53 @@ def test_resume_restores_iteration(tmp_path, e2e_settings):
     assert final["iteration"] == 5
     assert "model_0000005.pth" in os.listdir(out)
     assert temp_files(out) == []
+
+
+def test_identity_warmup_trains_only_the_identity_pathway(tmp_path, e2e_settings):
+    """SOLVER.IDENTITY_WARMUP_ITERS 2: iterations 0-1 leave every image-model parameter as it was
+    and move the identity pathway's; iteration 2 moves the image model too."""
+    cfg = _tiny_train_cfg(tmp_path, e2e_settings, 3, tmp_path / "warmup",
+                          ["SOLVER.IDENTITY_WARMUP_ITERS", "2", "SOLVER.CHECKPOINT_PERIOD", "100"])
+    trainer = IAITrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    identity = identity_parameter_names(trainer.model)
+    assert any(n.startswith("backbone.association.hab.") for n in identity)
+    assert any(n.startswith("dense_id_head.") for n in identity)
+    assert not any(n.startswith(("backbone.bottom_up.", "roi_heads.box_predictor.")) for n in identity)
+
+    def snapshot():
+        return {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+
+    states = {"start": snapshot()}
+
+    class Snapshot(HookBase):
+        def after_step(self):
+            states[self.trainer.iter] = snapshot()
+
+    trainer.register_hooks([Snapshot()])
+    trainer.train()
+
+    def moved(a, b, names):
+        return {n for n in names if not torch.equal(states[a][n], states[b][n])}
+
+    image = set(states["start"]) - identity
+    assert moved("start", 1, image) == set()
+    assert moved("start", 1, identity), "the identity pathway did not train during the warm-up"
+    assert len(moved(1, 2, image)) > len(image) // 2, "the image model did not train after the warm-up"
+
+
+def test_image_model_multiplier_scales_all_but_the_identity_pathway(tmp_path, e2e_settings):
+    cfg = _tiny_train_cfg(tmp_path, e2e_settings, 1, tmp_path / "mult", [
+        "SOLVER.IMAGE_MODEL_MULTIPLIER", "0.1", "SOLVER.BACKBONE_MULTIPLIER", "0.5", "SOLVER.BASE_LR", "0.01",
+    ])
+    model = IAITrainer.build_model(cfg)
+    lr_of = {p: group["lr"] for group in build_iai_optimizer(cfg, model).param_groups for p in group["params"]}
+    identity = identity_parameter_names(model)
+    for name, p in model.named_parameters():
+        expected = 0.01 * (0.5 if name.startswith("backbone.bottom_up.") else 1.0) * (1.0 if name in identity else 0.1)
+        assert lr_of[p] == pytest.approx(expected), name
+    with pytest.raises(ValueError, match="Linear has none"):
+        identity_parameter_names(torch.nn.Linear(2, 2))
 
 
 def test_visualize_clips_writes_pngs(synthetic_vis_root, run_tool, e2e_settings, tmp_path):

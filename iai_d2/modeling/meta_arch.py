@@ -33,6 +33,7 @@ class IAIRCNN(IAIVideoModel, GeneralizedRCNN):
     """
 
     ID_DECODERS = _ID_DECODERS
+    IDENTITY_MODULES = IAIVideoModel.IDENTITY_MODULES + ("roi_heads.id_predictor",)
 
     @configurable
     def __init__(self, *, video: Dict, **kwargs):

@@ -116,7 +116,9 @@ class IAIVideoModel(OnlineVideoModel):
     the IAI video behaviour. The detector provides ``backbone``, ``device`` and
     ``preprocess_image``; the subclass provides the hooks :meth:`_frame_detector_losses`,
     :meth:`_frame_detections` and, for a detector-side ID decoder, :meth:`_detector_id_probs`.
-    ``ID_DECODERS`` lists the MODEL.IAI.ID_DECODER values the model accepts.
+    ``ID_DECODERS`` lists the MODEL.IAI.ID_DECODER values the model accepts; ``IDENTITY_MODULES``
+    the module paths of the identity pathway IAI adds to the image model (the optimizer's
+    SOLVER.IMAGE_MODEL_MULTIPLIER and SOLVER.IDENTITY_WARMUP_ITERS tell them apart).
 
     Training input: a list of clips (see ``YTVISClipDatasetMapper``); the backbone's bottom-up runs
     once on all B*T frames, then frames are processed in order (:meth:`OnlineVideoModel.forward_clips`)
@@ -126,6 +128,7 @@ class IAIVideoModel(OnlineVideoModel):
     """
 
     ID_DECODERS: Tuple[str, ...] = ("dense",)
+    IDENTITY_MODULES: Tuple[str, ...] = ("backbone.association", "dense_id_head")
 
     def _setup_video(
         self,

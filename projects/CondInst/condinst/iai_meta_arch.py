@@ -37,6 +37,7 @@ class IAICondInst(IAIVideoModel, CondInst):
     """
 
     ID_DECODERS = ("dense", "fcos")
+    IDENTITY_MODULES = IAIVideoModel.IDENTITY_MODULES + ("head.id_tower", "head.id_logits")
 
     @configurable
     def __init__(self, *, video: Dict, max_per_frame: int, **kwargs):

@@ -59,6 +59,7 @@ class IAIMask2Former(IAIVideoModel, Mask2Former):
     """
 
     ID_DECODERS = ("dense", "query")
+    IDENTITY_MODULES = IAIVideoModel.IDENTITY_MODULES + ("id_head",)
 
     @configurable
     def __init__(self, *, video: Dict, id_head: nn.Module, id_loss_weight: float, max_per_frame: int,
