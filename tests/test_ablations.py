@@ -156,6 +156,18 @@ def test_occlusion_benchmark_quick_writes_the_seeded_table_and_resumes(tmp_path)
     proc = run_benchmark(tmp_path, "--frames", "7")
     assert proc.returncode != 0 and proc.stderr.strip().startswith("error:") and "--output" in proc.stderr
 
+    # benchmarks/identity_start.py: seed 0's image model and IAI at step 0 on it, from the same folder.
+    start = [sys.executable, os.path.join(REPO, "benchmarks", "identity_start.py"), "--output", str(work)]
+    proc = subprocess.run(start + ["--seed-list", "0"], cwd=REPO, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "| 0 | image |" in proc.stdout and "| 0 | iai_step0 |" in proc.stdout, proc.stdout
+    step0 = json.loads((work / "seed0" / "identity_start" / "iai_step0" / "result.json").read_text())
+    assert 0.0 <= step0["rows"]["oracle"]["AP"] <= 100.0
+    proc = subprocess.run(start + ["--seed-list", "5"], cwd=REPO, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1 and proc.stderr.strip().startswith("error:") and "seed 5" in proc.stderr
+
 
 def test_an_inference_option_needs_its_base_variant():
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
