@@ -9,8 +9,8 @@ training, its association path, ID bank and dense ID decoder freshly initialised
 
 Prints one row per seed and model: oracle video AP (GT identities on the model's detections:
 detection quality alone), DetA and IoU-linked AP (tools/analyze_tracking.py's rows). Runs go to
-OUTPUT/seed<s>/identity_start/{image,iai_step0}/ (their diagnosis.json and a result.json); a run
-whose result.json exists is read, not repeated.
+OUTPUT/seed<s>/identity_start/{image,iai_step0}/ (diagnosis/, result.json; the log to
+OUTPUT/identity_start.log); a run whose result.json exists is read, not repeated.
 """
 import argparse
 import json
@@ -45,6 +45,7 @@ def measure(output, seed, name, threads):
     if not os.path.isfile(image):
         raise FileNotFoundError(f"{image} does not exist: train seed {seed}'s image stage with occlusion_benchmark.py")
     torch.set_num_threads(threads)
+    os.makedirs(run_dir, exist_ok=True)
     kind, config = CONFIGS[name]
     cfg = bench.build_cfg(kind, config, run_dir, image, 1, seed, "cpu", False)
     weights = image
@@ -54,7 +55,6 @@ def measure(output, seed, name, threads):
         model = IAITrainer.build_model(cfg)
         DetectionCheckpointer(model).load(image)
         weights = os.path.join(run_dir, "model_final.pth")
-        os.makedirs(run_dir, exist_ok=True)
         atomic_write(weights, lambda f: torch.save({"model": model.state_dict()}, f))
     rows = bench.evaluate(cfg, weights, os.path.join(run_dir, "diagnosis"))["rows"]
     result = {"seed": seed, "model": name, "rows": {k: rows[k] for k in ("model", "iou_link", "oracle")}}
@@ -76,6 +76,10 @@ def main(argv=None):
         parser.error(f"--seed-list: seeds >= 0 expected, got {args.seed_list!r}")
     output = os.path.abspath(args.output)
     bench.register_datasets(os.path.join(output, "data"))
+    from detectron2.utils.logger import setup_logger
+
+    for logger_name in ("detectron2", "fvcore", "iai_d2"):  # missing keys, dropped births: to the log only
+        setup_logger(os.path.join(output, "identity_start.log"), name=logger_name, configure_stdout=False)
     print("| seed | model | oracle AP | DetA | IoU-linked AP |\n|---|---|---|---|---|")
     means = {name: [] for name in CONFIGS}
     for seed in seeds:
