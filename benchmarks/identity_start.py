@@ -17,9 +17,10 @@ import json
 import os
 import sys
 
-import occlusion_benchmark as bench  # also puts the projects on sys.path
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # occlusion_benchmark
+import occlusion_benchmark as bench  # noqa: E402  (also puts the projects on sys.path)
 
-from iai_d2.utils import atomic_write
+from iai_d2.utils import atomic_write  # noqa: E402
 
 CONFIGS = {
     "image": ("frames", "projects/IoULinkBaseline/configs/iou_link_tiny.yaml"),  # the image model, IoU-linked
