@@ -70,11 +70,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args(argv)
     try:
-        seeds = sorted({int(s) for s in args.seed_list.split(",") if s.strip()})
-    except ValueError:
-        parser.error(f"--seed-list: comma-separated integers expected, got {args.seed_list!r}")
-    if not seeds or seeds[0] < 0:
-        parser.error(f"--seed-list: seeds >= 0 expected, got {args.seed_list!r}")
+        seeds = bench.parse_seed_list(args.seed_list)
+    except ValueError as e:
+        parser.error(str(e))
     output = os.path.abspath(args.output)
     bench.register_datasets(os.path.join(output, "data"))
     from detectron2.utils.logger import setup_logger

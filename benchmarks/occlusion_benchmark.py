@@ -137,6 +137,18 @@ DEFAULT_VARIANTS = ("iai", "track", "floor")
 DATA_KEYS = ("videos", "val_videos", "frames", "height", "width", "occlusion", "data_seed")
 
 
+def parse_seed_list(text):
+    """``"4, 3,4"`` -> [3, 4]: the sorted distinct seeds of a --seed-list (a ValueError naming it
+    for anything but comma-separated integers >= 0)."""
+    try:
+        seeds = sorted({int(s) for s in text.split(",") if s.strip()})
+    except ValueError:
+        raise ValueError(f"--seed-list: comma-separated integers expected, got {text!r}") from None
+    if not seeds or seeds[0] < 0:
+        raise ValueError(f"--seed-list: seeds >= 0 expected, got {seeds or 'none'}")
+    return seeds
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -193,11 +205,9 @@ def parse_args(argv=None):
         parser.error("give --seeds K (seeds 0 .. K-1) or --seed-list, not both")
     else:
         try:
-            args.seed_list = sorted({int(s) for s in args.seed_list.split(",") if s.strip()})
-        except ValueError:
-            parser.error(f"--seed-list: comma-separated integers expected, got {args.seed_list!r}")
-        if not args.seed_list or args.seed_list[0] < 0:
-            parser.error(f"--seed-list: seeds >= 0 expected, got {args.seed_list or 'none'}")
+            args.seed_list = parse_seed_list(args.seed_list)
+        except ValueError as e:
+            parser.error(str(e))
         settings["seeds"] = len(args.seed_list)
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")

@@ -104,7 +104,7 @@ def build_iai_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 
     def lr_factor(name: str) -> float:
         factor = solver.BACKBONE_MULTIPLIER if name.startswith("backbone.bottom_up.") else 1.0
-        return factor if not split or name in identity else factor * solver.IMAGE_MODEL_MULTIPLIER
+        return factor * (1.0 if name in identity else solver.IMAGE_MODEL_MULTIPLIER)
 
     params = get_default_optimizer_params(
         model,
@@ -115,13 +115,13 @@ def build_iai_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     )
     if solver.IDENTITY_WARMUP_ITERS > 0:  # groups of equal hyperparameters may mix both kinds
         is_identity = {p: n in identity for n, p in model.named_parameters()}
-        params = [
-            {**group, "params": kept, "identity": flag}
-            for group in params
-            for flag in (True, False)
-            for kept in [[p for p in group["params"] if is_identity[p] == flag]]
-            if kept
-        ]
+        groups = []
+        for group in params:
+            for flag in (True, False):
+                kept = [p for p in group["params"] if is_identity[p] == flag]
+                if kept:
+                    groups.append({**group, "params": kept, "identity": flag})
+        params = groups
     name = cfg.SOLVER.OPTIMIZER.upper()
     if name == "ADAMW":
         optimizer = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
